@@ -1,0 +1,36 @@
+"""How questions, answers and rationales are written as text.
+
+One module shared by teacher prompts, student inputs and evaluation, so that the student is scored
+on exactly the text layout it was trained on.
+"""
+
+from __future__ import annotations
+
+from sciqa_jax.data.example import Example
+
+
+def format_question(example: Example) -> str:
+  """`Question: ... Answer choices: (A) ... (B) ...` (the choices line only for multiple choice)."""
+  parts = []
+  if example.context:
+    parts.append(f"Context: {example.context}")
+  parts.append(f"Question: {example.question}")
+  if example.choices:
+    parts.append("Answer choices: " + " ".join(f"({label}) {text}" for label, text in example.choices))
+  return "\n".join(parts)
+
+
+def format_answer(example: Example, answer: str | None = None) -> str:
+  """The answer as a student writes it: `(B) liquid` for multiple choice, else the answer itself.
+
+  `answer` defaults to the gold answer; pass a label/answer to format another candidate.
+  """
+  answer = example.answer if answer is None else answer
+  if example.choices:
+    return f"({answer}) {example.choice_text(answer)}"
+  return answer
+
+
+def candidate_answers(example: Example) -> list[str]:
+  """Every formatted choice, in label order: the candidates rank classification scores."""
+  return [format_answer(example, label) for label in example.labels]
