@@ -1,28 +1,43 @@
 # The two README commands: `make demo` (the whole pipeline on the built-in task) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
-PY := $(VENV)/bin/python
+PY ?= $(VENV)/bin/python
 WORKDIR ?= runs/demo
+DEMO_CONFIG ?= configs/demo.py
+# Overrides passed to every script of the demo (they share one config schema).
+DEMO_FLAGS ?=
+CFG = --config $(DEMO_CONFIG) --config.cache_dir=$(WORKDIR)/cache $(DEMO_FLAGS)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo demo-pipeline test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	# CPU torch first, pinned: it satisfies the `torch>=2.13` extras without pulling CUDA.
-	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[test,teacher]"
+	@# CPU torch first, pinned: it satisfies the `torch>=2.13` extras without pulling a CUDA build.
+	$(VENV)/bin/python -m pip install -q "torch==2.13.0"
+	$(VENV)/bin/python -m pip install -q -e ".[test,teacher]"
 	touch $@
 
 setup: $(VENV)/.installed
 
 demo: setup
-	$(PY) -m sciqa_jax.demo --workdir $(WORKDIR)
+	$(MAKE) --no-print-directory demo-pipeline
+
+# The pipeline itself, for any interpreter (the test suite runs it with the fast config).
+demo-pipeline:
+	$(PY) generate.py $(CFG)
+	$(PY) train.py $(CFG) --workdir $(WORKDIR)/two_stage
+	$(PY) train.py $(CFG) --config.objective.name=answer_only --workdir $(WORKDIR)/answer_only
+	$(PY) evaluate.py $(CFG) --teacher --split test --name teacher --results_dir $(WORKDIR)
+	$(PY) evaluate.py $(CFG) --checkpoint $(WORKDIR)/answer_only --split test --name answer_only --results_dir $(WORKDIR)
+	$(PY) evaluate.py $(CFG) --checkpoint $(WORKDIR)/two_stage --split test --name two_stage --results_dir $(WORKDIR)
 
 test: setup
 	$(PY) -m pytest -q tests
 
 bench: setup
 	$(PY) bench/bench_t5.py
+	$(PY) bench/bench_train.py
+	$(PY) bench/bench_eval.py
 
 clean:
 	rm -rf runs

@@ -42,6 +42,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.teacher.answer_max_new_tokens = 16
   c.teacher.batch_size = 8
   c.teacher.max_in_flight = 4  # http backend: concurrent requests
+  c.teacher.max_retries = 6  # http backend: retries on 429/5xx/connection errors, then fail
+  c.teacher.request_timeout_s = 300.0  # http backend: per-request socket timeout
+  c.teacher.use_chat_template = True  # hf backend: wrap prompts in the tokenizer's chat template
+  c.teacher.max_input_length = 1024  # jax_t5 backend: longest prompt in tokens (longer = error)
   c.teacher.keep = "correct"  # correct | all
   c.teacher.error_rate = 0.0  # template teacher only: fraction of deliberately wrong rationales
   c.teacher.splits = ("train",)  # splits to explain
@@ -91,6 +95,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.parallelism = "data"  # data | fsdp
   c.train.log_every = 50
   c.train.eval_every = 0  # 0 = only at the end
+  c.train.validate = True  # False: no validation (the final checkpoint is exported as "best")
   c.train.checkpoint_every = 500
   c.train.keep_checkpoints = 2  # latest N, plus the best by validation accuracy
   c.train.export_hf = True  # write the best student(s) as Hugging Face directories at the end
@@ -105,5 +110,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.self_consistency = 1  # k sampled rationales per question, majority vote
   c.eval.length_normalize = False  # rank classification by mean instead of summed log-prob
   c.eval.max_examples = 0  # 0 = whole split
+  # Inputs are padded per batch to the smallest power-of-two bucket (>= 16) that fits the longest
+  # one, so short questions do not pay for the cap; only inputs longer than the cap are truncated.
+  c.eval.max_input_length = 512
+  c.eval.max_answer_length = 32  # tokens of an answer candidate / a generated open answer
+  c.eval.top_k = 0  # sampling only: 0 = off
+  c.eval.top_p = 1.0  # sampling only: nucleus mass
 
+  c.lock()
   return c

@@ -1,0 +1,51 @@
+"""Write the rationale cache: `python generate.py --config configs/<name>.py [--config.key=value ...]`.
+
+Loads the task's splits (`teacher.splits`), has the teacher explain every example
+`teacher.num_samples` times, keeps the rationales whose answer is correct (`teacher.keep`) and
+writes them to `config.cache_dir` (sciqa_jax.cache). Rerunning the same command resumes a killed
+run; a different config on the same cache_dir is refused. The work is in sciqa_jax.rationales.
+"""
+
+import sys
+
+from absl import app
+from absl import logging
+from ml_collections import config_flags
+
+from sciqa_jax import rationales
+from sciqa_jax.cache import CacheConfigMismatchError
+from sciqa_jax.data.loaders import BadRecordError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
+                                          lock_config=True)
+
+
+def _process_index(config) -> int:
+  # Only the Flax teacher can span hosts. JAX is not initialised for the other backends: on a GPU
+  # machine that would reserve most of the memory the PyTorch teacher needs.
+  if config.teacher.backend != "jax_t5":
+    return 0
+  import jax  # pylint: disable=g-import-not-at-top
+
+  return jax.process_index()
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError("--config is required, e.g. --config configs/generate_arc_easy.py")
+  process_index = _process_index(config)
+  try:
+    counts = rationales.generate_rationales(config, process_index=process_index)
+  except (CacheConfigMismatchError, BadRecordError) as e:
+    # The user's to fix (another cache_dir, a data file): one line, no traceback.
+    sys.exit(f"generate.py: {e}")
+  if process_index == 0:
+    logging.info("rationale cache written to %s", config.cache_dir)
+    print(rationales.format_summary(counts), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

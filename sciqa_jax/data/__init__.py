@@ -1,0 +1,21 @@
+"""Tasks, examples and answer parsing: everything about the datasets, nothing about models.
+
+`get_task(name).load(split, source=...)` is the one entry point for data; see `registry` for the
+sources and `loaders` for the accepted file layouts.
+"""
+
+from sciqa_jax.data.example import ANSWER_TYPES
+from sciqa_jax.data.example import CHOICE
+from sciqa_jax.data.example import NUMBER
+from sciqa_jax.data.example import TEXT
+from sciqa_jax.data.example import YES_NO
+from sciqa_jax.data.example import Example
+from sciqa_jax.data.loaders import BadRecordError
+from sciqa_jax.data.loaders import LoadReport
+from sciqa_jax.data.registry import SOURCES
+from sciqa_jax.data.registry import Task
+from sciqa_jax.data.registry import get_task
+from sciqa_jax.data.registry import list_tasks
+
+__all__ = ["ANSWER_TYPES", "CHOICE", "NUMBER", "TEXT", "YES_NO", "Example", "BadRecordError",
+           "LoadReport", "SOURCES", "Task", "get_task", "list_tasks"]

@@ -1,0 +1,6 @@
+"""T5 students: the Flax module and Hugging Face checkpoint conversion."""
+
+from sciqa_jax.models.convert import check_params, load_pretrained, save_pretrained
+from sciqa_jax.models.t5 import T5, T5Config, init_params
+
+__all__ = ["T5", "T5Config", "check_params", "init_params", "load_pretrained", "save_pretrained"]

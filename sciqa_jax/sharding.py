@@ -1,0 +1,171 @@
+"""Device mesh, data-parallel and FSDP shardings, and the multi-host plumbing around them.
+
+One 1-D mesh with a single axis, "data", over every device of every process serves both modes:
+
+  data  the state is replicated on every device; the batch is split along its leading axis. XLA
+        inserts the gradient all-reduce.
+  fsdp  the batch is split the same way, and every state array (params, and optimizer-state
+        leaves, which have the shapes of the params or of their factored statistics) is sharded
+        along its largest dimension divisible by the device count; arrays with no such dimension
+        are replicated. XLA gathers params for the forward/backward pass and reduce-scatters the
+        gradients, so the per-device state memory drops by about the device count.
+
+Both are expressed as `NamedSharding`s given to `jax.jit` (`jit_train_step`): the step function
+itself is the same single-device code, and jit's sharding propagation does the rest. The mesh uses
+`AxisType.Auto` so that propagation is implicit (jax.make_mesh's default Explicit axes would ask
+every op for sharding annotations).
+
+Multi-host: every process runs the same program; `initialize_distributed` joins the processes into
+one job, `shard_batch` turns each process's host-local numpy batch into one global array, and
+`init_sharded_state` creates the state directly in its sharded layout under jit, so no process
+ever materialises a full copy of an FSDP-sharded state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from sciqa_jax.train_step import TrainState
+
+DATA_AXIS = "data"
+PARALLELISMS = ("data", "fsdp")
+
+
+def _check_parallelism(parallelism: str) -> None:
+  if parallelism not in PARALLELISMS:
+    raise ValueError(f"train.parallelism={parallelism!r}; expected one of {PARALLELISMS}")
+
+
+def make_mesh(parallelism: str, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D ("data",) mesh over `devices` (default: all devices of all processes).
+
+  Both parallelisms use the same mesh (they differ in the state shardings); `parallelism` is
+  validated here so that a misspelt config value fails before anything is compiled.
+  """
+  _check_parallelism(parallelism)
+  devices = jax.devices() if devices is None else list(devices)
+  if not devices:
+    raise ValueError("make_mesh needs at least one device")
+  return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+
+
+def fsdp_spec(shape: Sequence[int], num_shards: int) -> P:
+  """Shard the largest dimension divisible by `num_shards` (the first such on ties); else replicate."""
+  if num_shards > 1:
+    order = sorted(range(len(shape)), key=lambda dim: -shape[dim])
+    for dim in order:
+      if shape[dim] >= num_shards and shape[dim] % num_shards == 0:
+        return P(*([None] * dim + [DATA_AXIS]))
+  return P()
+
+
+def state_shardings(state: TrainState, mesh: Mesh, parallelism: str) -> TrainState:
+  """A `TrainState` of NamedShardings for `state` (arrays or `jax.eval_shape` structs).
+
+  `step` and `rng` are always replicated; params and optimizer state follow `parallelism` (see
+  the module docstring). Optimizer-state leaves shaped like a param get that param's sharding.
+  """
+  _check_parallelism(parallelism)
+  replicated = NamedSharding(mesh, P())
+  if parallelism == "data":
+    return jax.tree.map(lambda _: replicated, state)
+  num_shards = mesh.shape[DATA_AXIS]
+
+  def leaf_sharding(leaf):
+    return NamedSharding(mesh, fsdp_spec(np.shape(leaf), num_shards))
+
+  return TrainState(step=replicated,
+                    params=jax.tree.map(leaf_sharding, state.params),
+                    opt_state=jax.tree.map(leaf_sharding, state.opt_state),
+                    rng=replicated)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over "data", everything else whole."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def shard_batch(batch: Any, mesh: Mesh) -> Any:
+  """Global arrays from this process's host-local numpy batch (a pytree of `[b, ...]` arrays).
+
+  Every process passes its own `b` rows (its share of the global batch, in process order); the
+  result's leading dimension is `b * process_count`. Works unchanged on a single host.
+  """
+  sharding = batch_sharding(mesh)
+  local_devices = sum(1 for d in mesh.devices.flat if d.process_index == jax.process_index())
+
+  def put(path, leaf):
+    leaf = np.asarray(leaf)
+    if leaf.ndim == 0 or leaf.shape[0] % local_devices:
+      raise ValueError(f"batch entry {jax.tree_util.keystr(path)} has shape {leaf.shape}: its "
+                       f"leading (batch) dimension must be divisible by this process's "
+                       f"{local_devices} devices")
+    return jax.make_array_from_process_local_data(sharding, leaf)
+
+  return jax.tree_util.tree_map_with_path(put, batch)
+
+
+def init_sharded_state(init_fn: Callable[[], TrainState], mesh: Mesh,
+                       parallelism: str) -> tuple[TrainState, TrainState]:
+  """Run `init_fn` (e.g. `lambda: create_train_state(...)`) under jit, output already sharded.
+
+  Returns `(state, shardings)`. `init_fn` must be deterministic (same seed on every process), as
+  every process computes its own shards of the same state.
+  """
+  shardings = state_shardings(jax.eval_shape(init_fn), mesh, parallelism)
+  return jax.jit(init_fn, out_shardings=shardings)(), shardings
+
+
+def jit_train_step(train_step: Callable, state_shardings: TrainState,
+                   batch_sharding: NamedSharding) -> Callable:
+  """`jax.jit(train_step)` with the state and batch layouts fixed and the input state donated.
+
+  Metrics come back replicated, so every process can read them. After a call, the state passed
+  in is invalid (its buffers were reused for the new state).
+  """
+  replicated = NamedSharding(batch_sharding.mesh, P())
+  return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
+                 out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+
+def jit_eval_step(eval_step: Callable, params_shardings: Any,
+                  batch_sharding: NamedSharding) -> Callable:
+  """`jax.jit(eval_step)` for `train_step.make_eval_step`: params in their training layout."""
+  replicated = NamedSharding(batch_sharding.mesh, P())
+  return jax.jit(eval_step, in_shardings=(params_shardings, batch_sharding),
+                 out_shardings=replicated)
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """Join this process to a multi-process JAX job; call it before anything touches devices.
+
+  * With no arguments: JAX's cluster auto-detection (Cloud TPU VMs, SLURM, Open MPI, k8s) is
+    tried; where it finds no cluster this is a single-process run and nothing happens.
+  * With `coordinator_address` ("host:port" of process 0), `num_processes` and `process_id`:
+    an explicit job (e.g. several GPU hosts, or several local CPU processes).
+  * `num_processes=1` without a coordinator: single process, nothing happens.
+  """
+  if jax.distributed.is_initialized():
+    return
+  if coordinator_address is None and num_processes is None and process_id is None:
+    try:
+      jax.distributed.initialize()
+    except ValueError as error:
+      # Raised, before any connection attempt, when no cluster environment was detected and no
+      # coordinator was given: this is a plain single-process run.
+      if "coordinator_address" not in str(error):
+        raise
+    return
+  if coordinator_address is None and num_processes == 1:
+    return
+  if coordinator_address is not None and (num_processes is None or process_id is None):
+    raise ValueError(f"initialize_distributed(coordinator_address={coordinator_address!r}) also "
+                     f"needs num_processes (got {num_processes}) and process_id (got {process_id})")
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)

@@ -1,0 +1,622 @@
+"""train.py's loop: data, students, mesh, the jitted step, logging, validation, checkpoints, export.
+
+All side effects of training live here; the step itself is the pure `train_step.make_train_step`.
+
+Run outline (`train(config, workdir)`):
+  1. Training rows from the rationale cache's train split (`input_pipeline`), the student tokenizer
+     (trained or copied into `<workdir>/tokenizer/`), fixed-shape batches per host.
+  2. Students: random init from `config.model.*` (vocab = the tokenizer's, rounded up to a multiple
+     of 128) or one copy of `config.model.pretrained` per student. The state is created directly in
+     its sharded layout on a 1-D data mesh (`train.parallelism`: data-parallel or FSDP).
+  3. Resume: if `<workdir>/checkpoints/` has a finished checkpoint, the state, the phase and the
+     data-iterator position are restored, so the resumed run sees exactly the batches (and dropout
+     keys) the uninterrupted run would have; `metrics.jsonl` is cut back to the restored step.
+  4. `train.steps` steps of the donated, jitted step. Every `log_every` steps the interval's mean
+     metrics (loss, per-stream loss/accuracy, learning rate, grad norm, tokens/s, MFU where the
+     device's peak is known) go to `metrics.jsonl` and TensorBoard (process 0 only). Metrics are
+     fetched from the device only at log/checkpoint boundaries, so the host keeps queueing steps.
+  5. Validation accuracy (`evaluation.evaluate_split` on `data.eval_split`, never test) every
+     `eval_every` steps and at the end; checkpoints every `checkpoint_every` steps and at the end,
+     with the accuracy attached so the best one is kept.
+  6. NaN guard: every step's `finite` flag is checked before any checkpoint and at every log step;
+     a non-finite loss raises `NonFiniteLossError` naming the first bad step, and the bad state is
+     never saved (the previous checkpoint stays the latest).
+  7. Export of the best (highest validation accuracy; else final) students to
+     `<workdir>/export/<student>/` as Hugging Face directories with the tokenizer.
+
+Stage-2 rationale source (two_stage, `objective.stage2_rationales`):
+  teacher  one phase: both streams are trained jointly on the teacher's rationales (Sci-CoT).
+  student  two phases of `train.steps` each. Phase "rationale" trains only the rationale student
+           (the answer student is frozen: its optimizer transform is `set_to_zero`). Then the
+           trained rationale student generates (greedy, `eval.max_rationale_length` tokens) one
+           rationale per train question, written to `<workdir>/stage2_rationales.jsonl`; phase
+           "answer" trains only the answer student on `question + student rationale -> answer`, so
+           it learns from the rationales it will see at test time.
+  mix      as student, but the answer phase trains on the teacher's and the student's rationales
+           (both rows for every question).
+  Checkpoint steps count globally across phases (the answer phase ends at 2 * train.steps), and
+  the phase is stored with each checkpoint, so a run interrupted in either phase resumes in it.
+  A shared student (`objective.shared_student`) only supports "teacher".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sciqa_jax import checkpoints as checkpoints_lib
+from sciqa_jax import input_pipeline
+from sciqa_jax import sharding
+from sciqa_jax import train_step as train_step_lib
+from sciqa_jax.objectives import ANSWER, RATIONALE, TWO_STAGE, Objective, Stream
+
+log = logging.getLogger(__name__)
+
+# Dense bf16 peak FLOP/s per chip, matched against `device.device_kind` (first match wins). MFU is
+# reported against these whatever the compute dtype; unknown devices (and CPUs) report no MFU.
+PEAK_FLOPS = (
+    ("TPU v5p", 459e12),
+    ("TPU v5 lite", 197e12),
+    ("TPU v5e", 197e12),
+    ("TPU v4", 275e12),
+    ("H200", 989e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+)
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss or gradient became NaN/inf."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """A span of training steps with the streams it trains and the students it updates."""
+
+  name: str  # "joint" | "rationale" | "answer"
+  streams: tuple[Stream, ...]
+  trainable: tuple[str, ...]
+  index: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _StreamsView:
+  """The loss's view of an objective restricted to some streams (`losses.objective_loss` reads
+  only `.name` and `.streams`)."""
+
+  name: str
+  streams: tuple[Stream, ...]
+
+
+@dataclasses.dataclass
+class TrainSummary:
+  workdir: str
+  final_step: int
+  final_loss: float | None
+  best_step: int | None
+  best_val_accuracy: float | None
+  tokens_per_sec: float | None
+  mfu: float | None
+  train_step_compilations: int
+  truncation: dict[str, str]
+  exported: dict[str, str]
+  resumed_from: int | None
+
+  def describe(self) -> str:
+    lines = [f"workdir: {self.workdir}", f"final step: {self.final_step}",
+             f"final train loss: {_fmt(self.final_loss)}",
+             f"best step: {self.best_step} (validation accuracy {_fmt(self.best_val_accuracy)})",
+             f"throughput: {_fmt(self.tokens_per_sec)} tokens/s, MFU {_fmt(self.mfu)}",
+             f"train step compilations: {self.train_step_compilations}"]
+    if self.resumed_from is not None:
+      lines.append(f"resumed from step {self.resumed_from}")
+    lines += [f"truncation, {text}" for text in self.truncation.values()]
+    lines += [f"exported {student}: {path}" for student, path in self.exported.items()]
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+  return "n/a" if value is None else f"{value:.4g}"
+
+
+# ---- planning --------------------------------------------------------------------------------
+
+
+def plan_phases(objective: Objective) -> list[Phase]:
+  """The training phases of an objective (see the module docstring)."""
+  if objective.name != TWO_STAGE or objective.stage2_rationales == "teacher":
+    return [Phase("joint", objective.streams, objective.students, 0)]
+  if objective.shared_student:
+    raise ValueError(f"objective.stage2_rationales={objective.stage2_rationales!r} needs two "
+                     "students; set objective.shared_student=False or stage2_rationales='teacher'")
+  by_name = {stream.name: stream for stream in objective.streams}
+  return [Phase(RATIONALE, (by_name[RATIONALE],), (by_name[RATIONALE].student,), 0),
+          Phase(ANSWER, (by_name[ANSWER],), (by_name[ANSWER].student,), 1)]
+
+
+def phase_optimizer(train_config, phase: Phase, students: tuple[str, ...]):
+  """`make_optimizer`'s transform on the phase's students; the other students are frozen."""
+  optimizer = train_step_lib.make_optimizer(train_config)
+  if set(phase.trainable) == set(students):
+    return optimizer
+  trainable = set(phase.trainable)
+
+  def labels(params):
+    return {student: jax.tree.map(lambda _, s=student: "train" if s in trainable else "frozen",
+                                  tree) for student, tree in params.items()}
+
+  return optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, labels)
+
+
+def device_peak_flops(device: jax.Device) -> float | None:
+  if device.platform == "cpu":
+    return None
+  kind = device.device_kind.lower()
+  for name, peak in PEAK_FLOPS:
+    if name.lower() in kind:
+      return peak
+  return None
+
+
+def train_flops_per_row(params: dict, streams: tuple[Stream, ...], input_length: int,
+                        target_length: int) -> float:
+  """Matmul FLOPs (forward + backward = 6 per weight per token) of one row of every stream.
+
+  Encoder weights see the (padded) input tokens, decoder weights and the output head the target
+  tokens; the embedding gather and attention scores are left out (small at these lengths).
+  """
+  flops = 0.0
+  for stream in streams:
+    p = params[stream.student]
+    size = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+    encoder = size(p["encoder"])
+    head = size(p["lm_head"]) if "lm_head" in p else size(p["shared"])
+    decoder = size(p["decoder"]) + head
+    flops += 6.0 * (encoder * input_length + decoder * target_length)
+  return flops
+
+
+# ---- metrics output --------------------------------------------------------------------------
+
+
+class MetricWriter:
+  """`<workdir>/metrics.jsonl` and TensorBoard; writes nothing on processes other than 0."""
+
+  def __init__(self, workdir: str, enabled: bool, *, resume_step: int | None):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if not enabled:
+      return
+    if os.path.exists(self.path):
+      # A resumed run replays the steps after its checkpoint: drop their old lines.
+      with open(self.path) as f:
+        kept = [line for line in f
+                if resume_step is not None and json.loads(line)["step"] <= resume_step]
+      with open(self.path, "w") as f:
+        f.writelines(kept)
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+    self._tf = tf
+    # tf.summary.scalar lives in the tensorboard package (not a dependency); the core
+    # tf.summary.write with the scalars plugin's metadata writes the same event records.
+    self._metadata = summary_pb2.SummaryMetadata(data_class=summary_pb2.DATA_CLASS_SCALAR)
+    self._metadata.plugin_data.plugin_name = "scalars"
+    self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step), "split": split, **{k: float(v) for k, v in metrics.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    with self._tb.as_default(step=int(step)):
+      for key, value in metrics.items():
+        self._tf.summary.write(f"{split}/{key}", self._tf.constant(float(value), self._tf.float32),
+                               metadata=self._metadata)
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+# ---- students --------------------------------------------------------------------------------
+
+
+def round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
+def model_config_from(config, tokenizer):
+  """The students' T5Config for random init (architecture from config.model)."""
+  from sciqa_jax.models import T5Config
+  m = config.model
+  return T5Config(vocab_size=round_up(len(tokenizer), 128), d_model=m.d_model, d_kv=m.d_kv,
+                  d_ff=m.d_ff, num_layers=m.num_layers, num_decoder_layers=m.num_decoder_layers,
+                  num_heads=m.num_heads, feed_forward_proj=m.feed_forward_proj,
+                  tie_word_embeddings=m.tie_word_embeddings, dropout_rate=m.dropout_rate,
+                  dtype=m.dtype, param_dtype=m.param_dtype,
+                  eos_token_id=int(tokenizer.eos_token_id),
+                  pad_token_id=int(tokenizer.pad_token_id or 0))
+
+
+def init_students(config, tokenizer, students: tuple[str, ...]):
+  """(model, model_config, init): `init` is a traceable `() -> {student: params}` for random init
+  (so the params are created directly in their sharded layout), or the pretrained
+  `{student: host params}` tree (passed to jit as arguments, never baked in as constants)."""
+  from sciqa_jax.models import T5, init_params, load_pretrained
+  if config.model.init == "random":
+    model_config = model_config_from(config, tokenizer)
+    seed = int(config.seed)
+
+    def init_fn():
+      keys = jax.random.split(jax.random.key(seed), len(students))
+      return {s: init_params(model_config, keys[i]) for i, s in enumerate(students)}
+    return T5(model_config), model_config, init_fn
+  if config.model.init != "pretrained":
+    raise ValueError(f"model.init={config.model.init!r}; expected 'random' or 'pretrained'")
+  if not config.model.pretrained:
+    raise ValueError("model.init='pretrained' needs model.pretrained (a hub id or directory)")
+  model, params = load_pretrained(config.model.pretrained, dtype=config.model.dtype,
+                                  param_dtype=config.model.param_dtype)
+  model_config = model.config.replace(dropout_rate=config.model.dropout_rate)
+  if len(tokenizer) > model_config.vocab_size:
+    raise ValueError(f"tokenizer {config.model.tokenizer!r} has {len(tokenizer)} tokens but "
+                     f"{config.model.pretrained} only {model_config.vocab_size} embeddings")
+  host_params = jax.device_get(params)
+  return T5(model_config), model_config, {s: host_params for s in students}
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+
+def load_training_pairs(config, objective: Objective):
+  """(example, rationale) rows from the cache's train split (answer_only may read the task)."""
+  if config.cache_dir:
+    from sciqa_jax.cache import read_records
+    if not os.path.isdir(os.path.join(config.cache_dir, config.data.train_split)):
+      raise FileNotFoundError(f"{config.cache_dir}/{config.data.train_split} not found: run "
+                              "generate.py with this config first (config.cache_dir)")
+    records = read_records(config.cache_dir, config.data.train_split)
+  elif not objective.uses_rationales:
+    records = _task(config).load(config.data.train_split, source=config.data.source,
+                                 path=config.data.path,
+                                 skip_bad_records=config.data.skip_bad_records,
+                                 max_examples=config.data.max_examples)
+  else:
+    raise ValueError(f"config.cache_dir is empty but objective {objective.name!r} trains on "
+                     "teacher rationales: run generate.py and pass --config.cache_dir")
+  return input_pipeline.training_examples(records, objective)
+
+
+def _task(config):
+  from sciqa_jax.data.registry import get_task
+  return get_task(config.task)
+
+
+def _validation_examples(config):
+  """The eval split's examples, or None (with a log line) when validation cannot run."""
+  if not config.train.validate:
+    return None
+  try:
+    from sciqa_jax import evaluation  # noqa: F401  (availability check)
+    task = _task(config)
+  except ImportError as error:
+    log.warning("validation disabled: %s", error)
+    return None
+  if config.data.eval_split not in task.splits:
+    log.warning("validation disabled: task %s has no split %r", task.name, config.data.eval_split)
+    return None
+  return task, task.load(config.data.eval_split, source=config.data.source, path=config.data.path,
+                         skip_bad_records=config.data.skip_bad_records,
+                         max_examples=config.data.max_examples)
+
+
+def generate_rationales(model, params, tokenizer, objective: Objective, examples, *,
+                        batch_size: int, max_input_length: int, max_new_tokens: int) -> list[str]:
+  """Greedy rationales of the rationale student for `examples` (fixed shapes: one compilation)."""
+  from sciqa_jax import decoding
+  generate_fn = jax.jit(decoding.make_generate_fn(model, method="greedy",
+                                                  max_new_tokens=max_new_tokens))
+  ids, lengths, _, _ = input_pipeline.encode_texts(
+      tokenizer, [objective.rationale_input(e) for e in examples], max_input_length)
+  mask = (np.arange(max_input_length)[None] < lengths[:, None]).astype(np.int32)
+  device = jax.local_devices()[0]
+  params = jax.device_put(params, device)
+  rng = jax.random.key(0)
+  texts = []
+  for start in range(0, len(examples), batch_size):
+    rows = np.arange(start, min(start + batch_size, len(examples)))
+    padded = np.concatenate([rows, np.full(batch_size - len(rows), rows[0])])
+    out = generate_fn(params, ids[padded], mask[padded], rng)
+    tokens = np.asarray(out.tokens)[:len(rows), 0]
+    texts += tokenizer.batch_decode(tokens, skip_special_tokens=True)
+  return [t.strip() for t in texts]
+
+
+def stage2_pairs(config, workdir: str, phase_params, model, tokenizer, objective: Objective,
+                 teacher_pairs, is_writer: bool):
+  """The answer phase's rows: student rationales (and the teacher's, for "mix")."""
+  examples = list({e.id: e for e, _ in teacher_pairs}.values())
+  path = os.path.join(workdir, "stage2_rationales.jsonl")
+  by_id = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      by_id = {row["id"]: row["rationale"] for row in map(json.loads, f)}
+  if set(by_id) != {e.id for e in examples}:
+    texts = generate_rationales(
+        model, phase_params[RATIONALE], tokenizer, objective, examples,
+        batch_size=config.eval.batch_size, max_input_length=config.train.max_input_length,
+        max_new_tokens=config.eval.max_rationale_length)
+    by_id = {e.id: t for e, t in zip(examples, texts)}
+    if is_writer:
+      with open(path + ".tmp", "w") as f:
+        for e in examples:
+          f.write(json.dumps({"id": e.id, "rationale": by_id[e.id]}) + "\n")
+      os.replace(path + ".tmp", path)
+  pairs = [(e, by_id[e.id]) for e in examples]
+  if objective.stage2_rationales == "mix":
+    pairs = list(teacher_pairs) + pairs
+  return pairs
+
+
+# ---- the loop --------------------------------------------------------------------------------
+
+
+def _config_dict(config) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+def _mean_metrics(history: list[dict]) -> dict[str, float]:
+  keys = [k for k in history[-1] if k != "finite"]
+  return {k: float(np.mean([h[k] for h in history])) for k in keys}
+
+
+def _real_tokens(batch) -> int:
+  return int(sum(b["attention_mask"].sum() + b["decoder_attention_mask"].sum()
+                 for b in batch.values()))
+
+
+def _barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+def train(config, workdir: str) -> TrainSummary:
+  """Runs (or resumes) training as configured; returns the summary train.py prints."""
+  workdir = os.path.abspath(workdir)
+  is_writer = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  objective = Objective.from_config(config.objective)
+  phases = plan_phases(objective)
+  steps = int(config.train.steps)
+  config_dict = _config_dict(config)
+
+  checkpointer = checkpoints_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  latest = checkpointer.latest_step()
+  old_config_path = os.path.join(workdir, "config.json")
+  if latest is not None and os.path.exists(old_config_path):
+    with open(old_config_path) as f:
+      checkpoints_lib.check_compatible(json.load(f), config_dict)
+
+  # ---- data and tokenizer ----
+  teacher_pairs = load_training_pairs(config, objective)
+  if is_writer:
+    tokenizer = input_pipeline.prepare_tokenizer(
+        config.model, workdir, input_pipeline.tokenizer_training_texts(teacher_pairs, objective))
+  _barrier("tokenizer")
+  if not is_writer:
+    tokenizer = input_pipeline.prepare_tokenizer(config.model, workdir, (), is_writer=False)
+  if is_writer:
+    with open(old_config_path, "w") as f:
+      json.dump(config_dict, f, indent=2)
+
+  # ---- students, mesh ----
+  model, model_config, init = init_students(config, tokenizer, objective.students)
+  mesh = sharding.make_mesh(config.train.parallelism)
+  batch_sharding = sharding.batch_sharding(mesh)
+  rng = jax.random.key(config.seed + 1)
+
+  phase_index, resume_step = 0, latest
+  if latest is not None:
+    phase_index = checkpointer.read_meta(latest)["phase_index"]
+
+  validation = _validation_examples(config)
+  writer = MetricWriter(workdir, is_writer, resume_step=resume_step)
+  peak = device_peak_flops(jax.devices()[0])
+  meta_base = {"config": config_dict, "t5_config": model_config.to_hf(),
+               "students": list(objective.students)}
+  truncation: dict[str, str] = {}
+  summary_loss, tokens_per_sec, mfu = None, None, None
+  compilations = 0
+  params = None
+  global_step = 0
+
+  try:
+    for phase in phases[phase_index:]:
+      phase_end = (phase.index + 1) * steps
+      optimizer = phase_optimizer(config.train, phase, objective.students)
+      # The next phase starts from the previous one's params (the frozen student included).
+      source = params if params is not None else init
+      if callable(source):
+        make_state = lambda: train_step_lib.create_train_state(source(), optimizer, rng)
+        args = ()
+      else:
+        make_state = lambda p: train_step_lib.create_train_state(p, optimizer, rng)
+        args = (source,)
+      abstract_state = jax.eval_shape(make_state, *args)
+      shardings = sharding.state_shardings(abstract_state, mesh, config.train.parallelism)
+      state = jax.jit(make_state, out_shardings=shardings)(*args)
+
+      # Rows of this phase.
+      if phase.name == ANSWER:
+        pairs = stage2_pairs(config, workdir, jax.device_get(state.params), model, tokenizer,
+                             objective, teacher_pairs, is_writer)
+      else:
+        pairs = teacher_pairs
+      rows = input_pipeline.tokenize_rows(
+          pairs, objective, tokenizer, max_input_length=config.train.max_input_length,
+          max_target_length=config.train.max_target_length,
+          streams=[s.name for s in phase.streams])
+      for name, stats in rows.stats.items():
+        truncation[f"{phase.name}/{name}"] = stats.describe(name)
+        if is_writer:
+          log.info("phase %s, %s", phase.name, stats.describe(name))
+      iterator = input_pipeline.BatchIterator(
+          rows, global_batch_size=config.train.batch_size, seed=config.seed + phase.index,
+          process_index=jax.process_index(), process_count=jax.process_count())
+
+      start = phase.index * steps
+      if latest is not None and latest > start:
+        restored = checkpointer.restore(latest, state, shardings, config=config_dict)
+        state = restored.state
+        iterator.set_state(restored.data_state[f"process_{jax.process_index()}"])
+        start, latest = latest, None
+      global_step = start
+
+      view = _StreamsView(objective.name, phase.streams)
+      step_fn = sharding.jit_train_step(
+          train_step_lib.make_train_step(model, optimizer, view,
+                                         label_smoothing=config.train.label_smoothing,
+                                         z_loss=config.train.z_loss),
+          shardings, batch_sharding)
+      flops_per_step = config.train.batch_size * train_flops_per_row(
+          jax.eval_shape(lambda s: s.params, abstract_state), phase.streams,
+          config.train.max_input_length, config.train.max_target_length)
+      meta = dict(meta_base, phase=phase.name, phase_index=phase.index)
+      final_phase = phase is phases[-1]
+
+      history: list[tuple[int, Any]] = []  # (step, device metrics) not yet fetched
+      interval: list[dict] = []
+      timer_start, timer_tokens, timer_steps = None, 0, 0
+
+      def flush(upto_log: bool):
+        """Fetches pending metrics; raises on the first non-finite step; logs if asked."""
+        nonlocal history, interval, summary_loss
+        fetched = jax.device_get([m for _, m in history])
+        for (step, _), m in zip(history, fetched):
+          if not bool(m["finite"]):
+            raise NonFiniteLossError(
+                f"non-finite loss ({float(m['loss'])}) or gradient norm "
+                f"({float(m['grad_norm'])}) at step {step} (phase {phase.name}); the state was "
+                f"not saved, the latest checkpoint is step {checkpointer.latest_step()}. Lower "
+                "train.learning_rate or check the data")
+          interval.append(m)
+        history = []
+        if upto_log and interval:
+          summary_loss = float(np.mean([m["loss"] for m in interval]))
+          return _mean_metrics(interval)
+        return None
+
+      while global_step < phase_end:
+        batch = next(iterator)
+        timer_tokens += _real_tokens(batch) * jax.process_count()
+        state, metrics = step_fn(state, sharding.shard_batch(batch, mesh))
+        global_step += 1
+        history.append((global_step, metrics))
+        if timer_start is None:
+          # Exclude the first step (compilation) from throughput.
+          jax.block_until_ready(metrics)
+          timer_start, timer_tokens, timer_steps = time.perf_counter(), 0, 0
+        else:
+          timer_steps += 1
+        is_last = global_step == phase_end
+        do_log = global_step % config.train.log_every == 0 or is_last
+        do_eval = (final_phase and validation is not None and
+                   ((config.train.eval_every and global_step % config.train.eval_every == 0) or
+                    is_last))
+        do_save = global_step % config.train.checkpoint_every == 0 or is_last or do_eval
+        if not (do_log or do_save):
+          continue
+        means = flush(do_log)
+        if means is not None:
+          elapsed = time.perf_counter() - timer_start
+          if timer_steps and elapsed > 0:
+            tokens_per_sec = timer_tokens / elapsed
+            means["tokens_per_sec"] = tokens_per_sec
+            means["steps_per_sec"] = timer_steps / elapsed
+            if peak is not None:
+              mfu = flops_per_step * timer_steps / elapsed / (peak * jax.device_count())
+              means["mfu"] = mfu
+          timer_start, timer_tokens, timer_steps = time.perf_counter(), 0, 0
+          writer.write(global_step, "train", means)
+          interval = []
+        val_accuracy = None
+        if do_eval:
+          val_accuracy = _validate(state.params, model, tokenizer, objective, validation, config)
+          writer.write(global_step, "validation", {"accuracy": val_accuracy})
+        if do_save:
+          data_state = checkpoints_lib.gather_data_states(iterator.get_state())
+          checkpointer.save(global_step, state, meta=meta, data_state=data_state,
+                            val_accuracy=val_accuracy)
+      compilations += step_fn._cache_size()  # pylint: disable=protected-access
+      params = state.params
+    checkpointer.wait()
+
+    # Checkpoints with a validation accuracy are ranked by it (across restarts, from orbax's
+    # stored metrics); without validation the final params are "best".
+    best_step = checkpointer.manager.best_step()
+    best = (best_step, None if best_step is None else
+            checkpointer.manager.metrics(best_step)[checkpoints_lib.VAL_METRIC])
+    exported = {}
+    if config.train.export_hf:
+      exported = _export(workdir, checkpointer, params, model_config, tokenizer, objective,
+                         best_step, is_writer)
+  finally:
+    checkpointer.close()
+    writer.close()
+
+  summary = TrainSummary(
+      workdir=workdir, final_step=global_step, final_loss=summary_loss, best_step=best[0],
+      best_val_accuracy=best[1], tokens_per_sec=tokens_per_sec, mfu=mfu,
+      train_step_compilations=compilations, truncation=truncation, exported=exported,
+      resumed_from=resume_step)
+  if is_writer:
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(dataclasses.asdict(summary), f, indent=2)
+  return summary
+
+
+def _host_params(params):
+  if jax.process_count() == 1:
+    return jax.device_get(params)
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(params, tiled=True)
+
+
+def _validate(params, model, tokenizer, objective, validation, config) -> float:
+  from sciqa_jax.evaluation import evaluate_split
+  task, examples = validation
+  result = evaluate_split(model, _host_params(params), tokenizer, objective, examples, config.eval,
+                          answer_type=task.answer_type, seed=config.seed, progress=False,
+                          parse_answer=task.parse_answer)
+  return float(result.accuracy)
+
+
+def _export(workdir, checkpointer, params, model_config, tokenizer, objective, best_step,
+            is_writer) -> dict[str, str]:
+  """Writes the best (else final) students as Hugging Face directories; returns their paths."""
+  from sciqa_jax.models import save_pretrained
+  if best_step is not None and best_step != checkpointer.latest_step():
+    # Checkpoint params are stored whole, so restoring on one device works for any mesh.
+    params = checkpointer.restore_params(best_step)
+  else:
+    params = _host_params(params)
+  out = {}
+  for student in objective.students:
+    path = os.path.join(workdir, "export", student)
+    if is_writer:
+      save_pretrained(model_config, params[student], path, tokenizer=tokenizer)
+    out[student] = path
+  return out

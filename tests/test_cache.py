@@ -1,0 +1,204 @@
+"""The TFRecord rationale cache, prompts, filtering and the import teacher."""
+
+import json
+import os
+
+import pytest
+import tensorflow as tf
+
+from sciqa_jax import cache, rationales
+from sciqa_jax.data.example import Example
+from sciqa_jax.data.registry import get_task
+from sciqa_jax.teacher import importer, prompts
+
+MC = Example(id="q1", question="Which is a liquid?", choices=(("A", "ice"), ("B", "water")),
+             answer="B", context="Water flows.", solution=("step one", "step two"))
+OPEN = Example(id="q2", question="Is the coin still heads up? ünïcode", choices=(), answer="yes")
+
+
+def record(example, rationale, index, answer="B", correct=True):
+  return cache.RationaleRecord(example=example, rationale=rationale, teacher_answer=answer,
+                               correct=correct, sample_index=index, teacher="fake",
+                               prompt_style="zero_shot_cot", teacher_answer_text=f"({answer})")
+
+
+def test_record_round_trip_and_feature_spec():
+  records = [record(MC, "Ice is solid; water is liquid.", 3),
+             record(OPEN, "Two flips cancel out.", 0, answer=None, correct=False)]
+  for r in records:
+    assert cache.parse_record(cache.serialize_record(r)) == r
+  parsed = tf.io.parse_single_example(cache.serialize_record(records[0]), cache.FEATURE_SPEC)
+  assert parsed["rationale"].numpy().decode() == records[0].rationale
+  assert [v.decode() for v in tf.sparse.to_dense(parsed["choice_labels"]).numpy()] == ["A", "B"]
+
+
+def write_cache(cache_dir, config, shards):
+  writer = cache.CacheWriter(str(cache_dir), config)
+  examples = [MC] * (2 * len(shards))
+  done = writer.start_split("train", examples, len(shards))
+  for index, records in enumerate(shards):
+    if index not in done:
+      writer.write_shard("train", index, records, {"examples": 2, "kept": len(records)})
+  return writer, writer.finish_split("train")
+
+
+def test_writer_reader_manifest(tmp_path):
+  shards = [[record(MC, f"r{i}-{k}", k) for k in range(i + 1)] for i in range(3)]
+  config = {"task": "arc_easy", "teacher.num_samples": 4, "teacher.splits": ("train",)}
+  _, totals = write_cache(tmp_path, config, shards)
+  assert totals == {"examples": 6, "kept": 6}
+  flat = [r for shard in shards for r in shard]
+  assert list(cache.read_records(str(tmp_path), "train")) == flat
+
+  manifest = cache.read_manifest(str(tmp_path))
+  assert manifest["config"]["task"] == "arc_easy" and manifest["counts"]["train"]["kept"] == 6
+  entry = manifest["splits"]["train"]
+  assert entry["complete"] and entry["num_shards"] == 3
+  for index, shard in enumerate(shards):
+    info = entry["shards"][str(index)]
+    path = tmp_path / "train" / cache.shard_name(index)
+    assert info["records"] == len(shard) and info["sha256"] == cache.sha256_file(str(path))
+  assert not list((tmp_path / "train").glob("*.tmp"))
+
+  per_host = [[cache.parse_record(x) for x in cache.read_cache(str(tmp_path), "train",
+                                                               process_index=p, process_count=2)
+               .as_numpy_iterator()] for p in range(2)]
+  assert per_host[0] == shards[0] + shards[2] and per_host[1] == shards[1]
+  with pytest.raises(ValueError, match="fewer than the 4 processes"):
+    cache.read_cache(str(tmp_path), "train", process_index=0, process_count=4)
+
+  # Rerunning with the same config finds every shard done and rewrites nothing.
+  mtimes = [os.stat(tmp_path / "train" / cache.shard_name(i)).st_mtime_ns for i in range(3)]
+  writer = cache.CacheWriter(str(tmp_path), config)
+  assert writer.start_split("train", [MC] * 6, 3) == {0, 1, 2}
+  assert mtimes == [os.stat(tmp_path / "train" / cache.shard_name(i)).st_mtime_ns for i in range(3)]
+
+
+def test_config_mismatch_is_refused_naming_keys(tmp_path):
+  write_cache(tmp_path, {"task": "arc_easy", "teacher.temperature": 0.7}, [[]])
+  with pytest.raises(cache.CacheConfigMismatchError) as info:
+    cache.CacheWriter(str(tmp_path), {"task": "arc_easy", "teacher.temperature": 1.0,
+                                      "teacher.model": "x"})
+  message = str(info.value)
+  assert "teacher.temperature: 0.7 -> 1.0" in message and "teacher.model" in message
+  assert "task" not in message.split("settings:")[1]
+  writer = cache.CacheWriter(str(tmp_path), {"task": "arc_easy", "teacher.temperature": 0.7})
+  with pytest.raises(cache.CacheConfigMismatchError, match="data changed"):
+    writer.start_split("train", [OPEN, OPEN], 1)
+
+
+def test_corrupt_or_unlisted_shards_are_redone(tmp_path):
+  shards = [[record(MC, "a", 0)], [record(MC, "b", 0)]]
+  write_cache(tmp_path, {"task": "t"}, shards)
+  with open(tmp_path / "train" / cache.shard_name(1), "ab") as f:
+    f.write(b"garbage")
+  (tmp_path / "train" / "rationales-00001.tfrecord.tmp").write_bytes(b"partial")
+  writer = cache.CacheWriter(str(tmp_path), {"task": "t"})
+  assert writer.start_split("train", [MC] * 4, 2) == {0}
+  assert not (tmp_path / "train" / "rationales-00001.tfrecord.tmp").exists()
+  with pytest.raises(RuntimeError, match=r"lacks shards \[1\]"):
+    writer.finish_split("train")
+  with pytest.raises(ValueError, match="incomplete"):
+    list(cache.read_records(str(tmp_path), "train"))
+  with pytest.raises(FileNotFoundError, match="generate.py"):
+    cache.read_manifest(str(tmp_path / "nowhere"))
+
+
+# ---- filtering -----------------------------------------------------------------------------------
+
+
+def test_filter_counts_and_keep_modes():
+  task = get_task("arc_easy")
+  outputs = [("Water flows.", "(B)"), ("Ice melts.", "the answer is A"), ("No clue.", "hmm"),
+             ("Water  flows.", "(B)"), ("", "(B)"), ("It is liquid.", "water")]
+  records, counts = rationales.filter_samples(task, MC, outputs, keep="correct", teacher_name="t",
+                                              prompt_style="s")
+  assert [(r.rationale, r.sample_index, r.teacher_answer) for r in records] == [
+      ("Water flows.", 0, "B"), ("It is liquid.", 5, "B")]
+  assert counts == {"examples": 1, "samples": 6, "kept": 2, "correct": 2, "wrong": 1,
+                    "unparseable": 2, "duplicates": 1, "examples_with_kept": 1}
+  assert counts["kept"] + counts["wrong"] + counts["unparseable"] + counts["duplicates"] == 6
+  records, counts = rationales.filter_samples(task, MC, outputs, keep="all", teacher_name="t",
+                                              prompt_style="s")
+  assert [(r.sample_index, r.correct, r.teacher_answer) for r in records] == [
+      (0, True, "B"), (1, False, "A"), (2, False, None), (5, True, "B")]
+  assert counts["kept"] == 4 and counts["correct"] == 2
+
+
+# ---- prompts and the two-step completion flow ----------------------------------------------------
+
+
+class EchoTeacher:
+  """A completion teacher that records its calls; step 1 answers only every other sample."""
+
+  name = "echo"
+
+  def __init__(self):
+    self.calls = []
+
+  def complete(self, prompts_, *, num_samples=1, temperature=0.0, top_p=1.0, max_new_tokens=128,
+               seed=0):
+    self.calls.append((list(prompts_), num_samples, temperature, max_new_tokens, seed))
+    if prompts_[0].endswith(prompts.ANSWER_TRIGGER):
+      return [[" (B) water.\nQ: next"] for _ in prompts_]
+    return [[f" Reason {k % 2}." + (" Therefore, the answer is (A)." if k == 0 else "")
+             for k in range(num_samples)] for _ in prompts_]
+
+
+def test_zero_shot_two_step_flow():
+  teacher = EchoTeacher()
+  t = {"prompt_style": "zero_shot_cot", "num_samples": 3, "temperature": 0.7, "top_p": 1.0,
+       "max_new_tokens": 64, "answer_max_new_tokens": 8, "batch_size": 2}
+
+  class Cfg(dict):
+    __getattr__ = dict.__getitem__
+
+  outputs = rationales.explain(teacher, [MC, MC, MC], Cfg(t), seed=5)
+  assert outputs[0] == [("Reason 0.", "(A)."), ("Reason 1.", "(B) water."), ("Reason 0.", "")]
+  step1 = [c for c in teacher.calls if c[1] == 3]
+  step2 = [c for c in teacher.calls if c[1] == 1]
+  assert [len(c[0]) for c in step1] == [2, 1] and [len(c[0]) for c in step2] == [2, 1]
+  assert step1[0][0][0] == f"Q: {prompts.format_question(MC)}\nA: Let's think step by step."
+  assert step2[0][0][0].endswith("Let's think step by step. Reason 1.\nTherefore, the answer is")
+  assert all(c[2] == 0.0 and c[3] == 8 for c in step2)  # the answer step is greedy and short
+  assert len({c[4] for c in teacher.calls}) == len(teacher.calls)  # distinct per-batch seeds
+  again = EchoTeacher()
+  rationales.explain(again, [MC, MC, MC], Cfg(t), seed=5)
+  assert [c[4] for c in again.calls] == [c[4] for c in teacher.calls]
+
+
+def test_few_shot_and_rationalize_prompts(tmp_path):
+  path = tmp_path / "shots.jsonl"
+  path.write_text(json.dumps({"question": "Is ice cold?", "rationale": "Ice is frozen water.",
+                              "answer": "yes"}) + "\n" + json.dumps({
+                                  "question": "Pick the gas.", "choices": {"label": ["A", "B"],
+                                                                           "text": ["air", "rock"]},
+                                  "rationale": "Air is a gas.", "answer": "A"}) + "\n")
+  shots = prompts.load_exemplars(str(path))
+  prompt = prompts.rationale_prompt(MC, prompts.FEW_SHOT_COT, shots)
+  assert "A: Ice is frozen water. Therefore, the answer is yes.\n\n" in prompt
+  assert "Therefore, the answer is (A) air." in prompt and prompt.endswith("(B) water\nA:")
+  hint = prompts.rationale_prompt(MC, prompts.RATIONALIZE)
+  assert "The correct answer is (B) water." in hint
+  assert "correct answer" not in prompts.answer_prompt(MC, "Because.", prompts.RATIONALIZE)
+  assert prompts.split_completion(" Water flows.\nQ: another question") == ("Water flows.", None)
+  path.write_text('{"question": "q", "rationale": "r"}\n')
+  with pytest.raises(ValueError, match=r"shots\.jsonl:1.*answer"):
+    prompts.load_exemplars(str(path))
+
+
+def test_import_teacher(tmp_path):
+  path = tmp_path / "rationales.jsonl"
+  lines = [{"id": "q1", "rationale": "Water is liquid.", "answer": "(B)"},
+           {"id": "q1", "rationale": "Ice is solid, so not A. Therefore, the answer is (B)."},
+           {"id": "q2", "rationale": "Two flips.", "answer": True}, {"id": "zz", "rationale": "x"}]
+  path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+  teacher = importer.ImportedRationales(str(path))
+  out = teacher.explain([MC, OPEN, Example("q3", "?", (), "no")])
+  assert [(o.rationale, o.answer_text) for o in out[0]] == [
+      ("Water is liquid.", "(B)"), ("Ice is solid, so not A.", "(B).")]
+  assert [(o.rationale, o.answer_text) for o in out[1]] == [("Two flips.", "yes")]
+  assert out[2] == [] and teacher.unused_ids == 1
+  path.write_text('{"id": "q1"}\n')
+  with pytest.raises(ValueError, match=r"rationales\.jsonl:1"):
+    importer.ImportedRationales(str(path))
