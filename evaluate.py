@@ -39,6 +39,9 @@ _NAME = flags.DEFINE_string("name", None, "Row name in the results table; defaul
                             "checkpoint directory's name, or 'teacher'.")
 _RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where results.jsonl/.md/.png live; "
                                    "default: the checkpoint's parent directory.")
+_TEACHER_COT = flags.DEFINE_bool(
+    "teacher_cot", True, "--teacher with a completion backend: the prompt style's chain-of-thought "
+    "prompts (default zero-shot-CoT); --noteacher_cot asks for the answer directly (zero-shot).")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
@@ -103,11 +106,14 @@ def main(argv):
 
     teacher = make_teacher(config.teacher, seed=config.seed)
     result = evaluation.evaluate_teacher(teacher, examples, task, config.teacher, seed=config.seed,
-                                         progress=_PROGRESS.value)
+                                         progress=_PROGRESS.value,
+                                         chain_of_thought=_TEACHER_COT.value,
+                                         max_examples=config.eval.max_examples)
     objective = f"teacher:{config.teacher.backend}"
     out_dir = os.path.join(_RESULTS_DIR.value, name, "eval", split)
     results_dir = _RESULTS_DIR.value
-    extra = {"teacher": teacher.name, "prompt_style": config.teacher.prompt_style}
+    extra = {"teacher": teacher.name,
+             "prompt_style": config.teacher.prompt_style if _TEACHER_COT.value else "zero_shot"}
   else:
     checkpoint = os.path.abspath(_CHECKPOINT.value)
     loaded = _load_students(checkpoint, _parse_step(_STEP.value))

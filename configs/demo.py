@@ -41,8 +41,8 @@ def get_config(variant: str = "full"):
 
   c.train.steps = 1500
   c.train.batch_size = 32
-  c.train.max_input_length = 160
-  c.train.max_target_length = 64
+  c.train.max_input_length = 192
+  c.train.max_target_length = 72
   c.train.optimizer = "adamw"
   c.train.learning_rate = 2e-3
   c.train.schedule = "cosine"
@@ -52,7 +52,7 @@ def get_config(variant: str = "full"):
   c.train.checkpoint_every = 500
 
   c.eval.batch_size = 64
-  c.eval.max_rationale_length = 64
+  c.eval.max_rationale_length = 72
 
   if variant == "fast":
     c.data.max_examples = 200
@@ -66,6 +66,6 @@ def get_config(variant: str = "full"):
     c.model.d_ff = 128
     c.model.num_layers = 1
     c.model.num_decoder_layers = 1
-    c.model.tokenizer_vocab_size = 400
+    c.model.tokenizer_vocab_size = 600
     c.eval.max_rationale_length = 48
   return c

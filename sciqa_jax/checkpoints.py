@@ -149,9 +149,13 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy, best_fn=lambda m: m[VAL_METRIC], best_mode="max",
         enable_async_checkpointing=async_save, read_only=read_only, create=not read_only)
+    # Handlers declared up front, so a fresh manager (a resumed run, evaluate.py) can read
+    # metadata and single items before any save registered them.
     self.manager = ocp.CheckpointManager(
         self.directory, options=options,
-        item_names=("params", "train", "meta", "data"))
+        item_handlers={"params": ocp.StandardCheckpointHandler(),
+                       "train": ocp.StandardCheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

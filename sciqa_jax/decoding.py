@@ -246,8 +246,6 @@ def generate(model: T5, params: Any, input_ids: jax.Array, attention_mask: jax.A
   options = dict(max_new_tokens=max_new_tokens, method=method, temperature=temperature,
                  top_k=top_k, top_p=top_p, num_beams=num_beams, length_penalty=length_penalty,
                  num_samples=num_samples, early_stopping=early_stopping)
-  _check_options(method, max_new_tokens, temperature, top_k, top_p, num_beams, num_samples,
-                 early_stopping)
   fn = _jitted_generate_fn(model, tuple(sorted(options.items())))
   rng = jax.random.key(0) if rng is None else rng
   return fn(params, jnp.asarray(input_ids, jnp.int32), jnp.asarray(attention_mask, jnp.int32), rng)

@@ -1,8 +1,8 @@
 """Token cross-entropy and the objective loss: pure, jittable functions.
 
-`token_cross_entropy` returns *sums* (loss, z-loss, correct tokens, tokens) rather than means so that
-callers can combine them exactly: across streams, across evaluation batches, or across hosts. The
-mean is taken once, in `objective_loss`, per stream.
+`token_cross_entropy` returns *sums* (loss, z-loss, correct tokens, tokens) rather than means, so
+that callers can combine them exactly: across streams, evaluation batches or hosts. The mean is
+taken once, in `objective_loss`, per stream.
 
 Everything is computed in float32 whatever the model's compute dtype: bf16 activations are fine in
 the network, but the softmax over a large vocabulary and the sum over tokens are not (T5X does the
@@ -28,7 +28,8 @@ import jax.numpy as jnp
 from sciqa_jax.objectives import Objective
 
 # The keys of one stream's sub-batch (see docs/ARCHITECTURE.md, "Training").
-BATCH_KEYS = ("input_ids", "attention_mask", "decoder_input_ids", "labels", "decoder_attention_mask")
+BATCH_KEYS = ("input_ids", "attention_mask", "decoder_input_ids", "labels",
+              "decoder_attention_mask")
 
 
 def token_cross_entropy(
@@ -117,20 +118,22 @@ def objective_loss(
   """
   if rng is None and not deterministic:
     raise ValueError("objective_loss needs a dropout `rng` unless deterministic=True")
-  total = jnp.zeros((), jnp.float32)
-  total_z = jnp.zeros((), jnp.float32)
-  metrics = {}
-  for index, stream in enumerate(objective.streams):
+  # Check every stream before running the model, so a malformed batch fails at once.
+  for stream in objective.streams:
     if stream.name not in batch:
       raise KeyError(f"the batch has no sub-batch for stream {stream.name!r} of objective "
                      f"{objective.name!r} (batch streams: {sorted(batch)})")
     if stream.student not in params:
       raise KeyError(f"params have no student {stream.student!r} for stream {stream.name!r} "
                      f"(params students: {sorted(params)})")
-    sub = batch[stream.name]
-    missing = [key for key in BATCH_KEYS if key not in sub]
+    missing = [key for key in BATCH_KEYS if key not in batch[stream.name]]
     if missing:
       raise KeyError(f"sub-batch {stream.name!r} lacks {missing}")
+  total = jnp.zeros((), jnp.float32)
+  total_z = jnp.zeros((), jnp.float32)
+  metrics = {}
+  for index, stream in enumerate(objective.streams):
+    sub = batch[stream.name]
     rngs = {} if deterministic else {"dropout": jax.random.fold_in(rng, index)}
     logits = apply_fn({"params": params[stream.student]}, sub["input_ids"], sub["attention_mask"],
                       sub["decoder_input_ids"], sub["decoder_attention_mask"],

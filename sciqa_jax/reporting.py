@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -29,12 +29,16 @@ COLUMNS = ("name", "objective", "split", "n", "accuracy", "95% CI")
 
 
 def _atomic_write(path: str, write, binary: bool = False) -> None:
-  """Calls write(file) on a temporary file next to `path`, then renames it over `path`."""
+  """Calls write(file) on a temporary file next to `path`, then renames it over `path`.
+
+  The temporary name is unique per process and call, so concurrent writers never share one; the
+  file is created with open() (not mkstemp, which forces mode 0600) so it gets the umask's mode.
+  """
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
   try:
-    with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as f:
+    with open(tmp, "xb") if binary else open(tmp, "x", encoding="utf-8") as f:
       write(f)
     os.replace(tmp, path)
   except BaseException:

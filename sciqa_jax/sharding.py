@@ -23,6 +23,7 @@ ever materialises a full copy of an FSDP-sharded state.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Sequence
 
 import jax
@@ -30,6 +31,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from sciqa_jax.train_step import TrainState
+
+log = logging.getLogger(__name__)
 
 DATA_AXIS = "data"
 PARALLELISMS = ("data", "fsdp")
@@ -54,7 +57,7 @@ def make_mesh(parallelism: str, devices: Sequence[jax.Device] | None = None) -> 
 
 
 def fsdp_spec(shape: Sequence[int], num_shards: int) -> P:
-  """Shard the largest dimension divisible by `num_shards` (the first such on ties); else replicate."""
+  """Shard the largest dimension divisible by `num_shards` (the first on ties), else replicate."""
   if num_shards > 1:
     order = sorted(range(len(shape)), key=lambda dim: -shape[dim])
     for dim in order:
@@ -143,10 +146,15 @@ def jit_eval_step(eval_step: Callable, params_shardings: Any,
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None,
                            process_id: int | None = None) -> None:
-  """Join this process to a multi-process JAX job; call it before anything touches devices.
+  """Join this process to a multi-process JAX job.
+
+  Call it first thing in a script's main, before any JAX computation or `jax.devices()` call:
+  JAX can only join a job before its backend starts.
 
   * With no arguments: JAX's cluster auto-detection (Cloud TPU VMs, SLURM, Open MPI, k8s) is
-    tried; where it finds no cluster this is a single-process run and nothing happens.
+    tried; where it finds no cluster this is a single-process run and nothing happens. If the
+    backend is already running (e.g. `train.main` called from a test), a warning is logged and
+    the process carries on as it is.
   * With `coordinator_address` ("host:port" of process 0), `num_processes` and `process_id`:
     an explicit job (e.g. several GPU hosts, or several local CPU processes).
   * `num_processes=1` without a coordinator: single process, nothing happens.
@@ -161,6 +169,10 @@ def initialize_distributed(coordinator_address: str | None = None,
       # coordinator was given: this is a plain single-process run.
       if "coordinator_address" not in str(error):
         raise
+    except RuntimeError as error:
+      # Too late to join anything; nothing was asked for explicitly, so carry on as we are.
+      log.warning("initialize_distributed: %s; continuing with %d process(es)", error,
+                  jax.process_count())
     return
   if coordinator_address is None and num_processes == 1:
     return

@@ -6,7 +6,7 @@ is wrapped in transformers' `T5Tokenizer`, whose `save_pretrained` writes `spiec
 `tokenizer.json`: `AutoTokenizer.from_pretrained(out_dir)` then loads it like any T5 tokenizer.
 
 Determinism: one trainer thread, the corpus in the given order and no input sampling, so the same
-texts give the same model bytes. On a tiny corpus SentencePiece cannot reach a large vocabulary;
+texts give the same pieces and scores. On a tiny corpus SentencePiece cannot reach a large vocabulary;
 `hard_vocab_limit=False` turns the requested size into an upper bound instead of an error, and
 `len(tokenizer)` reports the size actually reached.
 """
@@ -35,8 +35,14 @@ def load_tokenizer(path_or_hub_id: str) -> transformers.PreTrainedTokenizerBase:
 
 
 def train_sentencepiece_tokenizer(texts: Iterable[str], out_dir: str, vocab_size: int = 1000,
-                                  extra_ids: int = 0) -> transformers.PreTrainedTokenizerBase:
-  """Trains a unigram SentencePiece model on `texts`, saves it as a T5 tokenizer in `out_dir`.
+                                  extra_ids: int = 0, model_type: str = "bpe"
+                                  ) -> transformers.PreTrainedTokenizerBase:
+  """Trains a SentencePiece model on `texts`, saves it as a T5 tokenizer in `out_dir`.
+
+  `model_type` is "bpe" by default: on small corpora the unigram trainer stops far below
+  `vocab_size` and splits common words into fragments ("Qu est i on"), which doubles sequence
+  lengths; BPE reaches the requested size with whole words and numbers. T5's own tokenizers are
+  unigram ("unigram" is accepted too); both load as T5TokenizerFast.
 
   Returns the tokenizer loaded back from `out_dir`. `vocab_size` is an upper bound (tiny corpora
   yield fewer pieces); `extra_ids` appends T5 sentinel tokens `<extra_id_0>`... after it.
@@ -53,7 +59,7 @@ def train_sentencepiece_tokenizer(texts: Iterable[str], out_dir: str, vocab_size
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(texts),
       model_prefix=prefix,
-      model_type="unigram",
+      model_type=model_type,
       vocab_size=vocab_size,
       hard_vocab_limit=False,
       character_coverage=1.0,

@@ -6,8 +6,8 @@ Run outline (`train(config, workdir)`):
   1. Training rows from the rationale cache's train split (`input_pipeline`), the student tokenizer
      (trained or copied into `<workdir>/tokenizer/`), fixed-shape batches per host.
   2. Students: random init from `config.model.*` (vocab = the tokenizer's, rounded up to a multiple
-     of 128) or one copy of `config.model.pretrained` per student. The state is created directly in
-     its sharded layout on a 1-D data mesh (`train.parallelism`: data-parallel or FSDP).
+     of 128) or one copy of `config.model.pretrained` per student, then laid out by a jitted state
+     creation on a 1-D data mesh (`train.parallelism`: data-parallel or FSDP).
   3. Resume: if `<workdir>/checkpoints/` has a finished checkpoint, the state, the phase and the
      data-iterator position are restored, so the resumed run sees exactly the batches (and dropout
      keys) the uninterrupted run would have; `metrics.jsonl` is cut back to the restored step.
@@ -49,7 +49,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -251,18 +250,18 @@ def model_config_from(config, tokenizer):
 
 
 def init_students(config, tokenizer, students: tuple[str, ...]):
-  """(model, model_config, init): `init` is a traceable `() -> {student: params}` for random init
-  (so the params are created directly in their sharded layout), or the pretrained
-  `{student: host params}` tree (passed to jit as arguments, never baked in as constants)."""
+  """(model, model_config, {student: params}) from random init or `model.pretrained`.
+
+  Params are made on one device and then laid out by the caller's jit: `models.init_params`
+  compiles once per architecture per process (several students, and runs in one process, share
+  it), which costs far less than tracing the initialiser inside the sharded state creation.
+  """
   from sciqa_jax.models import T5, init_params, load_pretrained
   if config.model.init == "random":
     model_config = model_config_from(config, tokenizer)
-    seed = int(config.seed)
-
-    def init_fn():
-      keys = jax.random.split(jax.random.key(seed), len(students))
-      return {s: init_params(model_config, keys[i]) for i, s in enumerate(students)}
-    return T5(model_config), model_config, init_fn
+    keys = jax.random.split(jax.random.key(config.seed), len(students))
+    params = {s: init_params(model_config, keys[i]) for i, s in enumerate(students)}
+    return T5(model_config), model_config, params
   if config.model.init != "pretrained":
     raise ValueError(f"model.init={config.model.init!r}; expected 'random' or 'pretrained'")
   if not config.model.pretrained:
@@ -273,8 +272,8 @@ def init_students(config, tokenizer, students: tuple[str, ...]):
   if len(tokenizer) > model_config.vocab_size:
     raise ValueError(f"tokenizer {config.model.tokenizer!r} has {len(tokenizer)} tokens but "
                      f"{config.model.pretrained} only {model_config.vocab_size} embeddings")
-  host_params = jax.device_get(params)
-  return T5(model_config), model_config, {s: host_params for s in students}
+  # The same arrays for every student: jit's outputs are distinct buffers per student.
+  return T5(model_config), model_config, {s: params for s in students}
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -449,15 +448,10 @@ def train(config, workdir: str) -> TrainSummary:
       optimizer = phase_optimizer(config.train, phase, objective.students)
       # The next phase starts from the previous one's params (the frozen student included).
       source = params if params is not None else init
-      if callable(source):
-        make_state = lambda: train_step_lib.create_train_state(source(), optimizer, rng)
-        args = ()
-      else:
-        make_state = lambda p: train_step_lib.create_train_state(p, optimizer, rng)
-        args = (source,)
-      abstract_state = jax.eval_shape(make_state, *args)
+      make_state = lambda p: train_step_lib.create_train_state(p, optimizer, rng)
+      abstract_state = jax.eval_shape(make_state, source)
       shardings = sharding.state_shardings(abstract_state, mesh, config.train.parallelism)
-      state = jax.jit(make_state, out_shardings=shardings)(*args)
+      state = jax.jit(make_state, out_shardings=shardings)(source)
 
       # Rows of this phase.
       if phase.name == ANSWER:

@@ -35,10 +35,12 @@ def make_tiny_tokenizer(tmp_dir, texts=TINY_TEXTS, vocab_size: int = 200):
 
 
 def make_tiny_t5_dir(tmp_path, variant: str = "v1.1", seed: int = 0, tokenizer: bool = False,
-                     **config_overrides):
+                     eos_logit_scale: float = 1.0, **config_overrides):
   """Saves a random tiny HF T5 (`variant` v1.0 or v1.1) in `tmp_path`; returns (dir, torch model).
 
   With `tokenizer=True` a tiny trained tokenizer (len <= vocab_size) is saved alongside.
+  `eos_logit_scale` (v1.1 only) scales the head's EOS row, so that a random model emits EOS at
+  varied positions and decoding tests exercise early stopping.
   """
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
@@ -53,7 +55,11 @@ def make_tiny_t5_dir(tmp_path, variant: str = "v1.1", seed: int = 0, tokenizer: 
   torch.manual_seed(seed)
   model = transformers.T5ForConditionalGeneration(transformers.T5Config(**kwargs))
   if not tied:
-    model.lm_head.weight = torch.nn.Parameter(torch.randn(kwargs["vocab_size"], kwargs["d_model"]))
+    head = torch.randn(kwargs["vocab_size"], kwargs["d_model"])
+    head[kwargs["eos_token_id"]] *= eos_logit_scale
+    model.lm_head.weight = torch.nn.Parameter(head)
+  elif eos_logit_scale != 1.0:
+    raise ValueError("eos_logit_scale needs variant='v1.1' (v1.0's head is the input embedding).")
   out = str(tmp_path)
   os.makedirs(out, exist_ok=True)
   model.save_pretrained(out)

@@ -147,7 +147,7 @@ def test_two_stage_scores_are_answer_student_likelihoods(two_stage_results, mode
   _, params = model_and_params
   objective = Objective(name="two_stage")
   multi, _ = two_stage_results
-  for ex, row in list(zip(examples, multi.predictions))[-4:]:  # includes the ragged batch
+  for ex, row in zip(examples, multi.predictions):  # the ragged batch included
     assert len(row["rationales"]) == 1 and len(row["scores"][0]) == len(ex.choices)
     text = objective.answer_input(ex, row["rationales"][0])
     for label, candidate in zip(ex.labels, candidate_answers(ex)):
@@ -229,6 +229,90 @@ def test_fine_tune_cot_open_answers_follow_parse_rule(model_and_params, tokenize
     assert row["rationales"] == [rationale] and row["answers"] == [answer]
     assert row["prediction"] == answer
     assert row["correct"] == task.is_correct(answer, ex)
+
+
+def test_two_stage_open_answers_generate_and_parse(model_and_params, tokenizer):
+  model, params = model_and_params
+  task = get_task("coin_flip")
+  examples = [Example(id=f"yn{i}", question=q, choices=(), answer=a)
+              for i, (q, a) in enumerate(YES_NO_QUESTIONS)]
+  seen = []
+  parse = lambda text, ex: seen.append((text, ex.id)) or task.parse_answer(text, ex)
+  result = evaluation.evaluate_split(
+      model, params, tokenizer, Objective(name="two_stage"), examples, _eval_config(),
+      answer_type=YES_NO, progress=False, devices=jax.local_devices()[:1], parse_answer=parse)
+  for ex, row in zip(examples, result.predictions):
+    (generation,) = row["generations"]
+    assert (generation, ex.id) in seen  # the stage-2 generation went through the task's parser
+    assert row["answers"] == [task.parse_answer(generation, ex)] == [row["prediction"]]
+    assert len(row["rationales"]) == 1 and isinstance(row["scores"][0], float)
+    assert row["scores"][0] < 0  # a log-likelihood
+  assert result.num_correct == sum(
+      task.is_correct(row["prediction"], ex) for ex, row in zip(examples, result.predictions))
+
+
+# ---- the teacher as a baseline ------------------------------------------------------------
+
+
+class _ScriptedTeacher:
+  """A CompletionTeacher stand-in: answers from a script, records the prompts it was sent."""
+
+  name = "scripted"
+
+  def __init__(self, reply):
+    self.reply = reply
+    self.prompts = []
+
+  def complete(self, prompts, *, num_samples=1, temperature=0.0, top_p=1.0, max_new_tokens=128,
+               seed=0):
+    self.prompts.extend(prompts)
+    return [[self.reply(p, j) for j in range(num_samples)] for p in prompts]
+
+
+def test_evaluate_teacher_zero_shot_cot_and_zero_shot(examples):
+  task = get_task("science_demo")
+  config = base_config().teacher
+  config.batch_size = 4
+  config.num_samples = 3
+  config.temperature = 0.7
+  gold = {ex.question: ex.answer for ex in examples}
+  wrong = {ex.question: next(l for l in ex.labels if l != ex.answer) for ex in examples}
+
+  def reply(prompt, j):  # two of three samples conclude the gold answer on even questions
+    q = next(q for q in gold if q in prompt)
+    even = sorted(gold).index(q) % 2 == 0
+    label = gold[q] if (even and j < 2) or (not even and j == 0) else wrong[q]
+    if prompt.endswith("Let's think step by step."):
+      return f" Reason {j} about it. Therefore, the answer is ({label})."
+    return f" ({label})"
+
+  teacher = _ScriptedTeacher(reply)
+  result = evaluation.evaluate_teacher(teacher, examples, task, config, progress=False)
+  expected = [sorted(gold).index(ex.question) % 2 == 0 for ex in examples]
+  assert [row["correct"] for row in result.predictions] == expected
+  assert result.num_examples == len(examples) and result.accuracy == sum(expected) / len(examples)
+  assert all(len(row["rationales"]) == 3 for row in result.predictions)
+  assert all(p.startswith("Q: Question:") for p in teacher.prompts)
+
+  zero_shot = _ScriptedTeacher(reply)
+  result = evaluation.evaluate_teacher(zero_shot, examples, task, config, progress=False,
+                                       chain_of_thought=False)
+  assert all(p.endswith("Therefore, the answer is") for p in zero_shot.prompts)
+  assert [row["correct"] for row in result.predictions] == expected
+  assert all(row["rationales"] == [] for row in result.predictions)
+
+
+def test_evaluate_teacher_template_concluded_answers():
+  from sciqa_jax.teacher import make_teacher
+  task = get_task("science_demo")
+  examples = task.load("test", source="builtin", max_examples=12)
+  config = base_config().teacher
+  faithful = evaluation.evaluate_teacher(make_teacher(config), examples, task, config,
+                                         progress=False)
+  assert faithful.accuracy == 1.0 and faithful.num_examples == 12
+  config.error_rate = 1.0  # every rationale deliberately wrong
+  assert evaluation.evaluate_teacher(make_teacher(config), examples, task, config,
+                                     progress=False).accuracy == 0.0
 
 
 # ---- pure helpers -------------------------------------------------------------------------

@@ -2,9 +2,17 @@
 
 The builders at the top (`tiny_config`, `make_params`, `make_batch`, `make_train_config`) are also
 used by tests/test_sharding.py and its multi-process workers.
+
+Compilation dominates the cost of these tests on a loaded 2-core CPU (a tiny T5 train step takes
+10-60 s to compile at XLA's default optimisation level, several times more with dropout's
+partitionable threefry bits), so: every step is compiled once with XLA's backend optimisations off
+(`COMPILER_OPTIONS`), student params come from one cached compiled init, and dropout is switched on
+only where a test is about it.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -14,26 +22,46 @@ import pytest
 
 from sciqa_jax.config import base_config
 from sciqa_jax.losses import objective_loss, token_cross_entropy
-from sciqa_jax.models.t5 import T5, T5Config, init_params
+from sciqa_jax.models.t5 import T5, T5Config
 from sciqa_jax.objectives import Objective
 from sciqa_jax.train_step import (TrainState, create_train_state, make_eval_step, make_optimizer,
                                   make_schedule, make_train_step)
 
 VOCAB = 64
+# Cheap compilation for tests only (numerics are the same up to float reassociation).
+COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def tiny_config(**overrides) -> T5Config:
   fields = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1,
                 num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=16,
-                dropout_rate=0.1, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+                dropout_rate=0.0, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
   fields.update(overrides)
   return T5Config(**fields)
 
 
-def make_params(config: T5Config, objective: Objective, seed: int = 0) -> dict:
-  key = jax.random.PRNGKey(seed)
-  return {name: init_params(config, jax.random.fold_in(key, i))
+@functools.lru_cache(maxsize=None)
+def _stacked_params(seed: int) -> dict:
+  """Two students' worth of T5 params (numpy, stacked on axis 0), from one compiled init.
+
+  Param shapes do not depend on dropout or the compute dtype, so every tiny config shares them.
+  """
+  model = T5(tiny_config())
+  ids = jnp.ones((1, 1), jnp.int32)
+  init = jax.jit(jax.vmap(lambda key: model.init(key, ids, ids, ids)["params"]),
+                 compiler_options=COMPILER_OPTIONS)
+  return jax.tree.map(np.asarray, init(jax.random.split(jax.random.PRNGKey(seed), 2)))
+
+
+def make_params(objective: Objective, seed: int = 0) -> dict:
+  """`{student: t5 params}` for the objective's students, each student initialised differently."""
+  stacked = _stacked_params(seed)
+  return {name: jax.tree.map(lambda x, i=i: jnp.asarray(x[i]), stacked)
           for i, name in enumerate(objective.students)}
+
+
+def jit_step(fn, **kwargs):
+  return jax.jit(fn, compiler_options=COMPILER_OPTIONS, **kwargs)
 
 
 def make_batch(objective: Objective, seed: int, batch_size: int = 8, input_len: int = 16,
@@ -163,33 +191,42 @@ def test_bad_optimizer_config_names_the_key(field, value):
 
 OBJECTIVE_RUNS = {
     "two_stage": (Objective("two_stage"), dict(optimizer="adamw", learning_rate=1e-2), {}),
+    # bf16 activations with fp32 params and optimizer state, T5's Adafactor + rsqrt.
     "two_stage_shared": (Objective("two_stage", shared_student=True),
-                         dict(optimizer="adafactor", learning_rate=1e-2), {}),
+                         dict(optimizer="adafactor", learning_rate=1e-2, schedule="rsqrt",
+                              warmup_steps=5), dict(dtype="bfloat16")),
+    # The one run with dropout on: the per-step dropout keys come from state.rng.
     "fine_tune_cot": (Objective("fine_tune_cot"),
                       dict(optimizer="adamw", learning_rate=1e-2, schedule="linear",
-                           warmup_steps=5, steps=40, weight_decay=0.01), {}),
+                           warmup_steps=5, steps=40), dict(dropout_rate=0.1)),
     "step_by_step": (Objective("step_by_step", step_by_step_alpha=0.3),
                      dict(optimizer="adamw", learning_rate=1e-2, schedule="cosine", steps=40,
                           label_smoothing=0.1, z_loss=1e-4), {}),
-    # bf16 activations with fp32 params and optimizer state, T5's Adafactor + rsqrt.
-    "answer_only_bf16": (Objective("answer_only"),
-                         dict(optimizer="adafactor", learning_rate=1e-2, schedule="rsqrt",
-                              warmup_steps=5), dict(dtype="bfloat16")),
+    # No clipping: test_grad_accumulation_matches_one_big_batch reuses this compiled step.
+    "answer_only": (Objective("answer_only"),
+                    dict(optimizer="adamw", learning_rate=1e-2, grad_clip_norm=0.0,
+                         weight_decay=0.01), {}),
 }
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_run(run: str):
+  """(train config, optimizer, jitted train step) of an OBJECTIVE_RUNS entry, built once."""
+  objective, train_overrides, model_overrides = OBJECTIVE_RUNS[run]
+  config = make_train_config(**train_overrides)
+  model = T5(tiny_config(**model_overrides))
+  optimizer = make_optimizer(config)
+  step = jit_step(make_train_step(model, optimizer, objective,
+                                  label_smoothing=config.train.label_smoothing,
+                                  z_loss=config.train.z_loss), donate_argnums=0)
+  return config, optimizer, step
 
 
 @pytest.mark.parametrize("run", sorted(OBJECTIVE_RUNS))
 def test_loss_decreases_and_compiles_once(run):
-  objective, train_overrides, model_overrides = OBJECTIVE_RUNS[run]
-  config = make_train_config(**train_overrides)
-  model_config = tiny_config(**model_overrides)
-  model = T5(model_config)
-  optimizer = make_optimizer(config)
-  state = create_train_state(make_params(model_config, objective), optimizer,
-                             jax.random.key(0))
-  step = jax.jit(make_train_step(model, optimizer, objective,
-                                 label_smoothing=config.train.label_smoothing,
-                                 z_loss=config.train.z_loss), donate_argnums=0)
+  objective = OBJECTIVE_RUNS[run][0]
+  config, optimizer, step = compiled_run(run)
+  state = create_train_state(make_params(objective), optimizer, jax.random.key(0))
   batch = make_batch(objective, seed=0)
   schedule = make_schedule(config)
   losses = []
@@ -218,58 +255,59 @@ def test_loss_decreases_and_compiles_once(run):
 
 def test_eval_step_is_deterministic_and_weights_streams():
   objective = Objective("step_by_step", step_by_step_alpha=0.3)
-  model_config = tiny_config()
-  model = T5(model_config)
-  params = make_params(model_config, objective)
+  model = T5(tiny_config(dropout_rate=0.1))  # must be ignored: eval is deterministic
+  params = make_params(objective)
   batch = make_batch(objective, seed=3)
-  eval_step = jax.jit(make_eval_step(model, objective))
+  eval_step = jit_step(make_eval_step(model, objective))
   first, second = eval_step(params, batch), eval_step(params, batch)
   for key in first:
     assert float(first[key]) == float(second[key]), key
   np.testing.assert_allclose(
       float(first["loss"]),
       0.3 * float(first["answer/loss"]) + 0.7 * float(first["rationale/loss"]), rtol=1e-5)
-  # The answer stream's loss is the token CE of the model's logits under the student's params.
+  # A stream's loss is the mean over its real target tokens of the student's token CE.
   sub = batch["answer"]
-  logits = model.apply({"params": params["student"]}, sub["input_ids"], sub["attention_mask"],
-                       sub["decoder_input_ids"], sub["decoder_attention_mask"])
-  loss_sum, _, _, tokens = token_cross_entropy(logits, sub["labels"],
-                                               sub["decoder_attention_mask"])
+  logits = jit_step(model.apply)({"params": params["student"]}, sub["input_ids"],
+                                 sub["attention_mask"], sub["decoder_input_ids"],
+                                 sub["decoder_attention_mask"])
+  loss_sum, _, correct, tokens = token_cross_entropy(logits, sub["labels"],
+                                                     sub["decoder_attention_mask"])
+  assert float(tokens) == sub["decoder_attention_mask"].sum() < sub["labels"].size
   np.testing.assert_allclose(float(first["answer/loss"]), float(loss_sum / tokens), rtol=1e-5)
+  np.testing.assert_allclose(float(first["answer/accuracy"]), float(correct / tokens), rtol=1e-5)
   # Missing streams fail with a message naming the stream.
   with pytest.raises(KeyError, match="rationale"):
-    objective_loss(model.apply, params, {"answer": sub}, objective, rng=None, deterministic=True)
+    objective_loss(model.apply, params, {"answer": batch["answer"]}, objective, rng=None,
+                   deterministic=True)
 
 
 def test_grad_accumulation_matches_one_big_batch():
-  objective = Objective("answer_only")
-  model_config = tiny_config(dropout_rate=0.0)
-  model = T5(model_config)
-  params = make_params(model_config, objective)
+  objective, train_overrides, _ = OBJECTIVE_RUNS["answer_only"]  # AdamW, no clipping, no dropout
   # Full masks: every micro-batch has the same token count, so the mean of the micro-batch means
   # equals the big batch's mean.
   big = make_batch(objective, seed=4, batch_size=8, full_masks=True)
   halves = [jax.tree.map(lambda x, i=i: x[4 * i:4 * i + 4], big) for i in range(2)]
-  common = dict(optimizer="adamw", learning_rate=1e-2, grad_clip_norm=0.0, weight_decay=0.01)
 
-  def run(accum, batches):
-    optimizer = make_optimizer(make_train_config(grad_accum_steps=accum, **common))
-    state = create_train_state(params, optimizer, jax.random.PRNGKey(0))
-    step = jax.jit(make_train_step(model, optimizer, objective))
+  def run(optimizer, step, batches):
+    # Fresh param arrays per run: the jitted steps donate the state they are given.
+    state = create_train_state(make_params(objective), optimizer, jax.random.PRNGKey(0))
     history = []
     for b in batches:
       state, _ = step(state, b)
-      history.append(state.params)
+      history.append(jax.tree.map(np.asarray, state.params))
     return history
 
-  micro = run(2, halves * 2)
-  whole = run(1, [big, big])
+  micro_optimizer = make_optimizer(make_train_config(grad_accum_steps=2, **train_overrides))
+  micro_step = jit_step(make_train_step(T5(tiny_config()), micro_optimizer, objective),
+                        donate_argnums=0)
+  micro = run(micro_optimizer, micro_step, halves * 2)
+  whole = run(*compiled_run("answer_only")[1:], [big, big])
   # Between the micro-steps of one update the params do not move.
-  for a, b in zip(jax.tree.leaves(micro[0]), jax.tree.leaves(params)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for a, b in zip(jax.tree.leaves(micro[0]), jax.tree.leaves(make_params(objective))):
+    np.testing.assert_array_equal(a, np.asarray(b))
   for got, want in ((micro[1], whole[0]), (micro[3], whole[1])):
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=2e-5)
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
 
 
 def test_train_state_is_a_pytree_of_arrays():

@@ -34,6 +34,7 @@ Parameter tree (kernels are [in, out], i.e. the transposes of the torch Linear w
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -461,13 +462,17 @@ class T5(nn.Module):
                        deterministic=deterministic)
 
 
-def init_params(config: T5Config, rng: jax.Array) -> Any:
-  """Randomly initialised params (HF/Mesh-TF initialiser scales); shapes depend only on config."""
+@functools.lru_cache(maxsize=16)
+def _jitted_init(config: T5Config):
   model = T5(config)
   ids = jnp.ones((1, 1), jnp.int32)
+  return jax.jit(lambda key: model.init(key, ids, ids, ids)["params"])
 
-  @jax.jit
-  def _init(key):
-    return model.init(key, ids, ids, ids)["params"]
 
-  return _init(rng)
+def init_params(config: T5Config, rng: jax.Array) -> Any:
+  """Randomly initialised params (HF/Mesh-TF initialiser scales); shapes depend only on config.
+
+  The jitted initialiser is cached per config, so several students of one architecture compile
+  it once.
+  """
+  return _jitted_init(config)(rng)

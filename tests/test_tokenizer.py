@@ -1,0 +1,57 @@
+"""Tokenizer: trained SentencePiece models load as T5 tokenizers with T5's special ids."""
+
+import os
+
+import pytest
+import sentencepiece as spm
+import transformers
+
+from tests.fixtures import TINY_TEXTS
+from sciqa_jax.tokenizer import load_tokenizer, train_sentencepiece_tokenizer
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("tok"))
+  return out, train_sentencepiece_tokenizer(list(TINY_TEXTS) * 3, out, vocab_size=120, extra_ids=2)
+
+
+def test_trained_tokenizer_loads_with_t5_ids(trained):
+  out, tok = trained
+  auto = transformers.AutoTokenizer.from_pretrained(out)
+  for t in (tok, auto, load_tokenizer(out)):
+    assert (t.pad_token_id, t.eos_token_id, t.unk_token_id) == (0, 1, 2)
+    assert t.convert_ids_to_tokens([0, 1, 2]) == ["<pad>", "</s>", "<unk>"]
+  assert len(auto) == len(tok) <= 120 + 2
+  assert auto.convert_tokens_to_ids("<extra_id_0>") == len(tok) - 1
+
+
+def test_round_trip_and_eos(trained):
+  _, tok = trained
+  for text in ("Water boils at one hundred degrees Celsius at sea level.",
+               "So the answer is (A) solid."):
+    ids = tok(text).input_ids
+    assert ids[-1] == 1 and 2 not in ids
+    assert tok.decode(ids, skip_special_tokens=True) == text
+
+
+def test_training_is_deterministic(trained, tmp_path):
+  out, tok = trained
+  again = train_sentencepiece_tokenizer(list(TINY_TEXTS) * 3, str(tmp_path), vocab_size=120,
+                                        extra_ids=2)
+  # The model file embeds its own output path, so compare the pieces and their scores.
+  def pieces(d):
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(d, "spiece.model"))
+    return [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+
+  assert pieces(out) == pieces(str(tmp_path))
+  assert again(TINY_TEXTS[0]).input_ids == tok(TINY_TEXTS[0]).input_ids
+
+
+def test_bad_inputs_raise(tmp_path):
+  with pytest.raises(ValueError, match="non-empty"):
+    train_sentencepiece_tokenizer(["", "  "], str(tmp_path))
+  with pytest.raises(ValueError, match="vocab_size"):
+    train_sentencepiece_tokenizer(["some text"], str(tmp_path), vocab_size=4)
+  with pytest.raises(OSError, match="no_such_dir"):
+    load_tokenizer(str(tmp_path / "no_such_dir"))

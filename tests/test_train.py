@@ -1,0 +1,199 @@
+"""The trainer end to end on a tiny task: every objective learns, one compilation, stage-2 student
+rationales, NaN guard, SIGKILL + resume reproduces the uninterrupted run, load_students."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from sciqa_jax import checkpoints as ckpt
+from sciqa_jax import trainer
+from sciqa_jax.cache import CacheWriter, RationaleRecord
+from sciqa_jax.config import base_config
+from sciqa_jax.data.registry import get_task
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_EXAMPLES = 24
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+  """A cache with two rationales per question (diverse reasoning), through the cache writer."""
+  path = str(tmp_path_factory.mktemp("cache"))
+  examples = get_task("science_demo").load("train", source="builtin", max_examples=NUM_EXAMPLES)
+  records = [RationaleRecord(e, prefix + "; ".join(e.solution), e.answer, True, k, "template",
+                             "zero_shot_cot")
+             for e in examples for k, prefix in enumerate(("", "Step by step: "))]
+  writer = CacheWriter(path, {"teacher": "template"})
+  writer.start_split("train", examples, 1)
+  writer.write_shard("train", 0, records, {"kept": len(records)})
+  writer.finish_split("train")
+  return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(cache_dir, tmp_path_factory):
+  """One trained tokenizer shared by every run (each would otherwise train the same one)."""
+  from sciqa_jax import input_pipeline
+  from sciqa_jax.objectives import Objective
+  c = tiny_config(cache_dir)
+  objective = Objective.from_config(c.objective)
+  pairs = trainer.load_training_pairs(c, objective)
+  root = str(tmp_path_factory.mktemp("tokenizer_run"))
+  input_pipeline.prepare_tokenizer(c.model, root,
+                                   input_pipeline.tokenizer_training_texts(pairs, objective))
+  return os.path.join(root, "tokenizer")
+
+
+def workdir_with_tokenizer(tokenizer_dir, path):
+  shutil.copytree(tokenizer_dir, os.path.join(path, "tokenizer"))
+  return str(path)
+
+
+def tiny_config(cache_dir, objective="two_stage", **train):
+  c = base_config()
+  c.cache_dir = cache_dir
+  c.objective.name = objective
+  m = c.model
+  m.d_model, m.d_kv, m.d_ff, m.num_heads = 32, 16, 64, 2
+  m.num_layers = m.num_decoder_layers = 1
+  m.tokenizer_vocab_size = 300
+  m.dropout_rate = 0.0
+  t = c.train
+  t.steps, t.batch_size, t.max_input_length, t.max_target_length = 16, 8, 96, 48
+  t.learning_rate, t.log_every, t.checkpoint_every = 1e-2, 4, 16
+  t.validate, t.export_hf = False, False
+  for key, value in train.items():
+    t[key] = value
+  c.eval.batch_size, c.eval.max_rationale_length = 8, 8
+  return c
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [row for row in map(json.loads, f) if row["split"] == "train"]
+
+
+@pytest.mark.parametrize("objective", ["two_stage", "fine_tune_cot", "step_by_step", "answer_only"])
+def test_every_objective_learns_with_one_compilation(cache_dir, tokenizer_dir, tmp_path, objective):
+  export = objective == "two_stage"
+  summary = trainer.train(tiny_config(cache_dir, objective, export_hf=export),
+                          workdir_with_tokenizer(tokenizer_dir, tmp_path))
+  rows = read_metrics(tmp_path)
+  assert [r["step"] for r in rows] == [4, 8, 12, 16]
+  assert rows[-1]["loss"] < 0.8 * rows[0]["loss"], [r["loss"] for r in rows]
+  # Fixed shapes: every batch ran through the same executable.
+  assert summary.train_step_compilations == 1
+  assert summary.final_step == 16 and summary.tokens_per_sec > 0 and summary.mfu is None
+  with open(tmp_path / "config.json") as f:
+    assert json.load(f)["objective"]["name"] == objective
+  if objective == "fine_tune_cot":
+    assert "48 rows" in next(iter(summary.truncation.values()))  # 2 rationales per question
+  if export:
+    loaded = ckpt.load_students(str(tmp_path), step="latest")
+    assert set(loaded.params) == {"rationale", "answer"} and loaded.step == 16
+    from sciqa_jax.models import load_pretrained
+    _, exported = load_pretrained(summary.exported["answer"])
+    np.testing.assert_allclose(np.asarray(exported["shared"]["embedding"]),
+                               np.asarray(loaded.params["answer"]["shared"]["embedding"]))
+    assert os.path.exists(os.path.join(summary.exported["answer"], "tokenizer.json"))
+
+
+def test_stage2_on_student_rationales(cache_dir, tokenizer_dir, tmp_path):
+  c = tiny_config(cache_dir, steps=4, checkpoint_every=4, log_every=2)
+  c.objective.stage2_rationales = "mix"
+  summary = trainer.train(c, workdir_with_tokenizer(tokenizer_dir, tmp_path))
+  assert summary.final_step == 8  # rationale phase 1-4, answer phase 5-8
+  with open(tmp_path / "stage2_rationales.jsonl") as f:
+    assert len(f.readlines()) == NUM_EXAMPLES
+  # The answer phase trains on 2 teacher + 1 student rationale per question.
+  assert f"{3 * NUM_EXAMPLES} rows" in summary.truncation["answer/answer"]
+  manager = ckpt.Checkpointer(str(tmp_path), read_only=True)
+  first, second = manager.restore_params(4), manager.restore_params(8)
+  manager.close()
+  same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a),
+                                                                 jax.tree.leaves(b)))
+  assert same(first["rationale"], second["rationale"])  # frozen in the answer phase
+  assert not same(first["answer"], second["answer"])
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(cache_dir, tokenizer_dir, tmp_path):
+  c = tiny_config(cache_dir, "answer_only", learning_rate=1e30, checkpoint_every=1, log_every=100)
+  with pytest.raises(trainer.NonFiniteLossError, match=r"at step 2 .*latest checkpoint is step 1"):
+    trainer.train(c, workdir_with_tokenizer(tokenizer_dir, tmp_path))
+  manager = ckpt.Checkpointer(str(tmp_path), read_only=True)
+  assert manager.all_steps() == [1]
+  manager.close()
+
+
+CONFIG_FILE = """
+from sciqa_jax.config import base_config
+def get_config():
+  c = base_config()
+  c.cache_dir = {cache_dir!r}
+  c.model.d_model, c.model.d_kv, c.model.d_ff, c.model.num_heads = 32, 16, 64, 2
+  c.model.num_layers = c.model.num_decoder_layers = 1
+  c.model.tokenizer_vocab_size = 300
+  c.train.steps, c.train.batch_size = 120, 16
+  c.train.max_input_length, c.train.max_target_length = 96, 48
+  c.train.learning_rate, c.train.log_every, c.train.checkpoint_every = 3e-3, 10, 20
+  c.train.validate, c.train.export_hf = False, False
+  return c
+"""
+
+
+def _train_cmd(config_path, workdir):
+  return [sys.executable, os.path.join(REPO, "train.py"), "--config", str(config_path),
+          "--workdir", str(workdir)]
+
+
+def test_sigkill_and_resume_matches_uninterrupted_run(cache_dir, tokenizer_dir, tmp_path):
+  config_path = tmp_path / "tiny.py"
+  config_path.write_text(textwrap.dedent(CONFIG_FILE.format(cache_dir=cache_dir)))
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+  for workdir in (reference, resumed):
+    workdir_with_tokenizer(tokenizer_dir, workdir)
+  subprocess.run(_train_cmd(config_path, reference), env=env, check=True, capture_output=True)
+
+  proc = subprocess.Popen(_train_cmd(config_path, resumed), env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  first = resumed / "checkpoints" / "20"
+  deadline = time.time() + 240
+  while not first.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  assert proc.poll() is None, "the run ended before it could be killed"
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  killed_at = max(int(r["step"]) for r in read_metrics(resumed))
+  assert killed_at < 120
+  # A save interrupted by the kill leaves a temporary directory: never loaded.
+  partial = resumed / "checkpoints" / "100.orbax-checkpoint-tmp-1700000000"
+  partial.mkdir(parents=True, exist_ok=True)
+  (partial / "junk").write_bytes(b"\0")
+
+  out = subprocess.run(_train_cmd(config_path, resumed), env=env, check=True, capture_output=True,
+                       text=True)
+  assert "resumed from step" in out.stdout
+
+  ref_rows, res_rows = read_metrics(reference), read_metrics(resumed)
+  assert [r["step"] for r in res_rows] == [r["step"] for r in ref_rows] == list(range(10, 121, 10))
+  np.testing.assert_allclose([r["loss"] for r in res_rows], [r["loss"] for r in ref_rows],
+                             rtol=1e-4)
+  params = []
+  for workdir in (reference, resumed):
+    manager = ckpt.Checkpointer(str(workdir), read_only=True)
+    assert manager.latest_step() == 120
+    params.append(manager.restore_params(120))
+    manager.close()
+  for a, b in zip(jax.tree.leaves(params[0]), jax.tree.leaves(params[1])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
