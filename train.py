@@ -37,6 +37,8 @@ def main(argv):
   from sciqa_jax import trainer
 
   logging.getLogger("sciqa_jax").setLevel(logging.INFO)
+  # orbax logs every save at INFO through absl; keep the console to our progress and warnings.
+  logging.getLogger("absl").setLevel(logging.WARNING)
   summary = trainer.train(_CONFIG.value, _WORKDIR.value)
   if jax.process_index() == 0:
     print(summary.describe(), flush=True)

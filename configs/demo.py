@@ -39,17 +39,17 @@ def get_config(variant: str = "full"):
 
   c.objective.name = "two_stage"
 
-  c.train.steps = 1500
+  c.train.steps = 800
   c.train.batch_size = 32
   c.train.max_input_length = 192
   c.train.max_target_length = 72
   c.train.optimizer = "adamw"
   c.train.learning_rate = 2e-3
   c.train.schedule = "cosine"
-  c.train.warmup_steps = 100
+  c.train.warmup_steps = 50
   c.train.log_every = 100
   c.train.eval_every = 0
-  c.train.checkpoint_every = 500
+  c.train.checkpoint_every = 400
 
   c.eval.batch_size = 64
   c.eval.max_rationale_length = 72

@@ -106,7 +106,8 @@ def _path_name(path) -> str:
 
 def first_shape_difference(saved: dict, current: dict) -> str | None:
   """A message naming the first tensor whose path or shape differs between two params trees."""
-  saved_leaves = {_path_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(saved)}
+  saved_leaves = {_path_name(p): tuple(x.shape)
+                  for p, x in jax.tree_util.tree_leaves_with_path(saved)}
   current_leaves = {_path_name(p): tuple(x.shape)
                     for p, x in jax.tree_util.tree_leaves_with_path(current)}
   for name in sorted(set(saved_leaves) | set(current_leaves)):

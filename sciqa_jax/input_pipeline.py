@@ -121,8 +121,14 @@ def text_pairs(pairs: Sequence[tuple[Example, str | None]], objective: Objective
 # ---- tokenisation ----------------------------------------------------------------------------
 
 
-def encode_texts(tokenizer, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-  """Token ids [N, max_length] (EOS-terminated, truncated keeping EOS, 0-padded) and lengths."""
+def encode_texts(tokenizer, texts: Sequence[str],
+                 max_length: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+  """Token ids [N, L] (EOS-terminated, truncated keeping EOS, 0-padded) and lengths.
+
+  `max_length` is a cap: L is the longest row rounded up to a multiple of 8, at most `max_length`.
+  The rows are tokenised once for the whole run, so L is fixed and jit compiles once per stream,
+  while short streams (answers of a few tokens) do not pay for the longest stream's padding.
+  """
   if max_length < 2:
     raise ValueError(f"sequence length {max_length} is too short (need room for a token and EOS)")
   eos = tokenizer.eos_token_id
@@ -130,6 +136,8 @@ def encode_texts(tokenizer, texts: Sequence[str], max_length: int) -> tuple[np.n
     raise ValueError(f"tokenizer {type(tokenizer).__name__} has no EOS token; T5 students need one")
   # One batch call through the fast tokenizer; no truncation here so we can count what is lost.
   encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+  longest_with_eos = max((len(row) + 1 for row in encoded), default=2)
+  max_length = min(max_length, -(-longest_with_eos // 8) * 8)
   ids = np.zeros((len(texts), max_length), np.int32)
   lengths = np.zeros((len(texts),), np.int32)
   truncated = 0
@@ -149,10 +157,12 @@ def encode_texts(tokenizer, texts: Sequence[str], max_length: int) -> tuple[np.n
 def tokenize_stream(tokenizer, inputs: list[str], targets: list[str], *, max_input_length: int,
                     max_target_length: int) -> tuple[dict[str, np.ndarray], TruncationStats]:
   """Fixed-shape int32 features of one stream (see the module docstring for conventions)."""
-  input_ids, input_lengths, trunc_in, longest_in = encode_texts(tokenizer, inputs, max_input_length)
-  labels, label_lengths, trunc_tgt, longest_tgt = encode_texts(tokenizer, targets, max_target_length)
-  positions_in = np.arange(max_input_length)[None, :]
-  positions_tgt = np.arange(max_target_length)[None, :]
+  input_ids, input_lengths, trunc_in, longest_in = encode_texts(
+      tokenizer, inputs, max_input_length)
+  labels, label_lengths, trunc_tgt, longest_tgt = encode_texts(
+      tokenizer, targets, max_target_length)
+  positions_in = np.arange(input_ids.shape[1])[None, :]
+  positions_tgt = np.arange(labels.shape[1])[None, :]
   decoder_input_ids = np.full_like(labels, DECODER_START_TOKEN_ID)
   decoder_input_ids[:, 1:] = labels[:, :-1]
   features = {

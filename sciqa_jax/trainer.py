@@ -166,15 +166,17 @@ def device_peak_flops(device: jax.Device) -> float | None:
   return None
 
 
-def train_flops_per_row(params: dict, streams: tuple[Stream, ...], input_length: int,
-                        target_length: int) -> float:
+def train_flops_per_row(params: dict, streams: tuple[Stream, ...],
+                        lengths: dict[str, tuple[int, int]]) -> float:
   """Matmul FLOPs (forward + backward = 6 per weight per token) of one row of every stream.
 
-  Encoder weights see the (padded) input tokens, decoder weights and the output head the target
-  tokens; the embedding gather and attention scores are left out (small at these lengths).
+  `lengths[stream]` is its (input, target) padded length. Encoder weights see the input tokens,
+  decoder weights and the output head the target tokens; the embedding gather and attention
+  scores are left out (small at these lengths).
   """
   flops = 0.0
   for stream in streams:
+    input_length, target_length = lengths[stream.name]
     p = params[stream.student]
     size = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
     encoder = size(p["encoder"])
@@ -329,7 +331,7 @@ def generate_rationales(model, params, tokenizer, objective: Objective, examples
                                                   max_new_tokens=max_new_tokens))
   ids, lengths, _, _ = input_pipeline.encode_texts(
       tokenizer, [objective.rationale_input(e) for e in examples], max_input_length)
-  mask = (np.arange(max_input_length)[None] < lengths[:, None]).astype(np.int32)
+  mask = (np.arange(ids.shape[1])[None] < lengths[:, None]).astype(np.int32)
   device = jax.local_devices()[0]
   params = jax.device_put(params, device)
   rng = jax.random.key(0)
@@ -487,7 +489,8 @@ def train(config, workdir: str) -> TrainSummary:
           shardings, batch_sharding)
       flops_per_step = config.train.batch_size * train_flops_per_row(
           jax.eval_shape(lambda s: s.params, abstract_state), phase.streams,
-          config.train.max_input_length, config.train.max_target_length)
+          {name: (f["input_ids"].shape[1], f["labels"].shape[1])
+           for name, f in rows.arrays.items()})
       meta = dict(meta_base, phase=phase.name, phase_index=phase.index)
       final_phase = phase is phases[-1]
 

@@ -1,4 +1,4 @@
-"""checkpoints: round trip onto a mesh, latest-N + best retention, half-written steps, mismatches."""
+"""checkpoints: round trip onto a mesh, latest-N + best, half-written steps, mismatches."""
 
 import os
 

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from sciqa_jax.data.registry import get_task
+from tests.conftest import FAST_COMPILE_XLA_FLAGS
 from tests.demo_config import load_demo_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -22,7 +23,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def test_fast_demo_end_to_end(tmp_path):
   workdir = tmp_path / "demo"
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # the scripts run on this machine's real device count
+  # The scripts run on this machine's real device count, compiled quickly like the rest of the suite.
+  env["XLA_FLAGS"] = FAST_COMPILE_XLA_FLAGS
   result = subprocess.run(
       ["make", "--no-print-directory", "demo-pipeline", f"PY={sys.executable}", f"WORKDIR={workdir}",
        "DEMO_CONFIG=configs/demo.py:fast"],

@@ -155,6 +155,7 @@ def _train_cmd(config_path, workdir):
           "--workdir", str(workdir)]
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_matches_uninterrupted_run(cache_dir, tokenizer_dir, tmp_path):
   config_path = tmp_path / "tiny.py"
   config_path.write_text(textwrap.dedent(CONFIG_FILE.format(cache_dir=cache_dir)))
