@@ -224,11 +224,11 @@ def test_fine_tune_cot_open_answers_follow_parse_rule(model_and_params, tokenize
   assert result.num_examples == len(examples)
   for ex, row in zip(examples, result.predictions):
     (generation,) = row["generations"]
-    assert generation  # the random student writes something
     rationale, answer = evaluation.parse_cot_output(generation, ex, task.parse_answer)
     assert row["rationales"] == [rationale] and row["answers"] == [answer]
     assert row["prediction"] == answer
     assert row["correct"] == task.is_correct(answer, ex)
+  assert any(row["generations"][0] for row in result.predictions)  # not vacuous: text was parsed
 
 
 def test_two_stage_open_answers_generate_and_parse(model_and_params, tokenizer):
