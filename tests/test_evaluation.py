@@ -46,7 +46,7 @@ NUM_EXAMPLES = len(QUESTIONS)
 YES_NO_QUESTIONS = [("Is ice cold?", "yes"), ("Is the sun a planet?", "no"),
                     ("Do fish live in water?", "yes"), ("Is copper a gas?", "no"),
                     ("Can birds fly?", "yes")]
-PAD_IN, PAD_OUT = 64, 16  # the independent reference pads to these fixed shapes
+PAD_IN, PAD_OUT = 256, 16  # the independent reference pads to these fixed shapes
 
 
 def _eval_config(**overrides):
@@ -83,7 +83,14 @@ def model_and_params(tokenizer):
   model = T5(config)
   init = jax.jit(lambda key: init_params(config, key))  # one compilation for both students
   keys = jax.random.split(jax.random.PRNGKey(0), 2)
-  return model, {"rationale": init(keys[0]), "answer": init(keys[1])}
+  return model, {"rationale": _without_early_stop(init(keys[0])), "answer": init(keys[1])}
+
+
+def _without_early_stop(params):
+  """Zeroes the head's pad/EOS columns: a random student then writes text instead of stopping at
+  once (which would leave the generation tests nothing to parse); real tokens win over logit 0."""
+  kernel = params["lm_head"]["kernel"]
+  return {**params, "lm_head": {**params["lm_head"], "kernel": kernel.at[:, :2].set(0.0)}}
 
 
 @pytest.fixture(scope="module")
