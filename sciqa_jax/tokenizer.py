@@ -9,11 +9,20 @@ Determinism: one trainer thread, the corpus in the given order and no input samp
 texts give the same pieces and scores. On a tiny corpus SentencePiece cannot reach a large vocabulary;
 `hard_vocab_limit=False` turns the requested size into an upper bound instead of an error, and
 `len(tokenizer)` reports the size actually reached.
+
+Punctuation never joins a learned piece. Left alone, BPE on science text spends much of a small
+vocabulary on fusions such as "5;", "(60" and "20)," and a student then has to learn that each is
+related to the bare number "60": copying a number from question to rationale, the step a
+rationale student most needs, becomes a different mapping per neighbouring character. The
+trainer sees every punctuation mark as a separate pre-token (`pretokenization_delimiter`, a
+training-only option), so no such piece exists and encoding splits "5;" into "5" and ";".
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
 from collections.abc import Iterable
 
 import transformers
@@ -23,6 +32,18 @@ SPIECE_FILE = "spiece.model"
 # SentencePiece needs room for its special and single-character pieces; below this the unigram
 # trainer fails with an opaque message.
 _MIN_VOCAB = 16
+# Tie-breaking scale: words longer than this many pieces could let ranks outweigh a piece count.
+_MAX_PIECES_PER_WORD = 64
+# A character that never occurs in text, marking pre-token boundaries for the trainer.
+_PRETOKEN_DELIMITER = "\u2063"  # INVISIBLE SEPARATOR
+# Punctuation next to a letter or digit (a minus sign stays with its number).
+_PUNCTUATION_AFTER_WORD = re.compile(r"(?<=\w)([^\w\s-])")
+_PUNCTUATION_BEFORE_WORD = re.compile(r"([^\w\s-])(?=\w)")
+
+
+def _isolate_punctuation(text: str) -> str:
+  text = _PUNCTUATION_AFTER_WORD.sub(_PRETOKEN_DELIMITER + r"\1", text)
+  return _PUNCTUATION_BEFORE_WORD.sub(r"\1" + _PRETOKEN_DELIMITER, text)
 
 
 def load_tokenizer(path_or_hub_id: str) -> transformers.PreTrainedTokenizerBase:
@@ -35,31 +56,37 @@ def load_tokenizer(path_or_hub_id: str) -> transformers.PreTrainedTokenizerBase:
 
 
 def train_sentencepiece_tokenizer(texts: Iterable[str], out_dir: str, vocab_size: int = 1000,
-                                  extra_ids: int = 0, model_type: str = "bpe"
-                                  ) -> transformers.PreTrainedTokenizerBase:
+                                  extra_ids: int = 0) -> transformers.PreTrainedTokenizerBase:
   """Trains a SentencePiece model on `texts`, saves it as a T5 tokenizer in `out_dir`.
 
-  `model_type` is "bpe" by default: on small corpora the unigram trainer stops far below
-  `vocab_size` and splits common words into fragments ("Qu est i on"), which doubles sequence
-  lengths; BPE reaches the requested size with whole words and numbers. T5's own tokenizers are
-  unigram ("unigram" is accepted too); both load as T5TokenizerFast.
+  The pieces are learnt with BPE, then segmented as a unigram model: on small corpora the unigram
+  trainer stops far below `vocab_size` and splits common words into fragments ("Qu est i on"),
+  while BPE reaches the requested size with whole words and numbers. But transformers reads every
+  T5 `spiece.model` as a unigram model, using the piece scores as log-probabilities; BPE's scores
+  are merge ranks, so read that way "the" would become "t he" (two early merges outscore one later
+  one) and transformers would tokenise differently from SentencePiece. So the saved model is
+  declared unigram with scores under which the best segmentation is the one with fewest pieces
+  (ties go to earlier merges): SentencePiece and transformers then segment identically, as BPE
+  would in nearly every case.
 
   Returns the tokenizer loaded back from `out_dir`. `vocab_size` is an upper bound (tiny corpora
   yield fewer pieces); `extra_ids` appends T5 sentinel tokens `<extra_id_0>`... after it.
   """
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+  from sentencepiece import sentencepiece_model_pb2  # pylint: disable=g-import-not-at-top
 
-  texts = [t for t in texts if t and t.strip()]
+  texts = [_isolate_punctuation(t) for t in texts if t and t.strip()]
   if not texts:
     raise ValueError("train_sentencepiece_tokenizer needs at least one non-empty text.")
   if vocab_size < _MIN_VOCAB:
     raise ValueError(f"vocab_size={vocab_size} is too small; use at least {_MIN_VOCAB}.")
   os.makedirs(out_dir, exist_ok=True)
-  prefix = os.path.join(out_dir, "spiece")
+  trained = io.BytesIO()
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(texts),
-      model_prefix=prefix,
-      model_type=model_type,
+      model_writer=trained,
+      model_type="bpe",
+      pretokenization_delimiter=_PRETOKEN_DELIMITER,
       vocab_size=vocab_size,
       hard_vocab_limit=False,
       character_coverage=1.0,
@@ -69,7 +96,17 @@ def train_sentencepiece_tokenizer(texts: Iterable[str], out_dir: str, vocab_size
       num_threads=1,
       minloglevel=2,
   )
-  os.remove(prefix + ".vocab")  # human-readable dump; the tokenizer only needs spiece.model
+  model = sentencepiece_model_pb2.ModelProto()
+  model.ParseFromString(trained.getvalue())
+  model.trainer_spec.model_type = sentencepiece_model_pb2.TrainerSpec.UNIGRAM
+  normal = sentencepiece_model_pb2.ModelProto.SentencePiece.NORMAL
+  num_pieces = len(model.pieces)
+  for rank, piece in enumerate(model.pieces):
+    if piece.type == normal:
+      # One piece costs 1; the rank term (< 1 in total for any word) only breaks ties.
+      piece.score = -1.0 - rank / (num_pieces * _MAX_PIECES_PER_WORD)
+  with open(os.path.join(out_dir, SPIECE_FILE), "wb") as f:
+    f.write(model.SerializeToString())
   # from_pretrained on a directory holding only spiece.model converts it to a tokenizers model
   # (pieces, scores, normaliser); the constructor alone would ignore the file.
   tokenizer = transformers.T5Tokenizer.from_pretrained(out_dir, extra_ids=extra_ids)

@@ -55,3 +55,29 @@ def test_bad_inputs_raise(tmp_path):
     train_sentencepiece_tokenizer(["some text"], str(tmp_path), vocab_size=4)
   with pytest.raises(OSError, match="no_such_dir"):
     load_tokenizer(str(tmp_path / "no_such_dir"))
+
+
+@pytest.fixture(scope="module")
+def science_tokenizer(tmp_path_factory):
+  from sciqa_jax.data import science  # pylint: disable=g-import-not-at-top
+  corpus = science.corpus_texts(seed=0)
+  out = str(tmp_path_factory.mktemp("science_tok"))
+  return out, corpus, train_sentencepiece_tokenizer(corpus, out, vocab_size=1000)
+
+
+def test_transformers_segments_like_sentencepiece(science_tokenizer):
+  # transformers reads spiece.model as a unigram model; the saved scores must make its
+  # segmentation the one SentencePiece itself produces (a raw BPE model would not).
+  out, corpus, tok = science_tokenizer
+  sp = spm.SentencePieceProcessor(model_file=os.path.join(out, "spiece.model"))
+  for text in corpus[::37]:
+    assert tok.tokenize(text) == sp.encode(text, out_type=str), text
+  # BPE pieces, not unigram fragments: common words and numbers are one piece each.
+  assert tok.tokenize("the temperature is 60 and the block") == [
+      "▁the", "▁temperature", "▁is", "▁60", "▁and", "▁the", "▁block"]
+
+
+def test_punctuation_never_fuses_with_numbers(science_tokenizer):
+  _, _, tok = science_tokenizer
+  assert tok.tokenize("= 5; = 5, = 5.") == ["▁=", "▁5", ";", "▁=", "▁5", ",", "▁=", "▁5", "."]
+  assert "▁-10" in tok.tokenize("at -10 °C")  # a minus sign stays with its number

@@ -134,6 +134,69 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(cache_dir, tokeniz
   manager.close()
 
 
+def _validation_rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [row for row in map(json.loads, f) if row["split"] == "validation"]
+
+
+def test_periodic_validation_ranks_checkpoints_and_exports_the_best(cache_dir, tokenizer_dir,
+                                                                    tmp_path):
+  c = tiny_config(cache_dir, "answer_only", steps=12, eval_every=4, checkpoint_every=100,
+                  keep_checkpoints=1, validate=True, export_hf=True)
+  c.data.max_examples = NUM_EXAMPLES  # the validation split, scored at steps 4, 8, 12
+  summary = trainer.train(c, workdir_with_tokenizer(tokenizer_dir, tmp_path))
+  rows = _validation_rows(tmp_path)
+  assert [r["step"] for r in rows] == [4, 8, 12]
+  accuracies = {r["step"]: r["accuracy"] for r in rows}
+  assert summary.best_val_accuracy == max(accuracies.values())
+  assert accuracies[summary.best_step] == summary.best_val_accuracy
+  # The logged accuracy is what evaluation gives for the checkpoint at that step, independently.
+  from sciqa_jax.evaluation import evaluate_split
+  from sciqa_jax.objectives import Objective
+  from sciqa_jax.tokenizer import load_tokenizer
+  students = ckpt.load_students(str(tmp_path), step=summary.best_step)
+  task = get_task("science_demo")
+  examples = task.load("validation", source="builtin", max_examples=NUM_EXAMPLES)
+  result = evaluate_split(students.model, students.params, load_tokenizer(tokenizer_dir),
+                          Objective.from_config(c.objective), examples, c.eval,
+                          answer_type=task.answer_type, seed=c.seed, progress=False)
+  assert result.num_examples == NUM_EXAMPLES
+  assert result.accuracy == pytest.approx(summary.best_val_accuracy)
+  # The best checkpoint survives keep_checkpoints=1, and it is the one exported.
+  manager = ckpt.Checkpointer(str(tmp_path), read_only=True)
+  assert summary.best_step in manager.all_steps() and 12 in manager.all_steps()
+  manager.close()
+  from sciqa_jax.models import load_pretrained
+  (student,) = students.params  # answer_only trains one student
+  _, exported = load_pretrained(summary.exported[student])
+  np.testing.assert_array_equal(np.asarray(exported["shared"]["embedding"]),
+                                np.asarray(students.params[student]["shared"]["embedding"]))
+
+
+def test_init_from_a_pretrained_checkpoint_directory(cache_dir, tokenizer_dir, tmp_path):
+  """model.init=pretrained starts every student from the checkpoint, with its tokenizer."""
+  from sciqa_jax.models import T5Config, init_params, save_pretrained
+  from sciqa_jax.tokenizer import load_tokenizer
+  tokenizer = load_tokenizer(tokenizer_dir)
+  pretrained_dir = str(tmp_path / "pretrained")
+  config = T5Config(vocab_size=len(tokenizer) + 28, d_model=32, d_kv=16, d_ff=64, num_layers=1,
+                    num_decoder_layers=1, num_heads=2, feed_forward_proj="gated-gelu",
+                    tie_word_embeddings=False)
+  pretrained = init_params(config, jax.random.key(7))
+  save_pretrained(config, pretrained, pretrained_dir, tokenizer=tokenizer)
+  c = tiny_config(cache_dir, steps=2, checkpoint_every=2, log_every=2, learning_rate=0.0)
+  c.model.init, c.model.pretrained, c.model.tokenizer = "pretrained", pretrained_dir, ""
+  c.model.d_model = 64  # ignored: the checkpoint brings its own architecture
+  workdir = tmp_path / "run"
+  trainer.train(c, str(workdir))
+  assert load_tokenizer(str(workdir / "tokenizer")).get_vocab() == tokenizer.get_vocab()
+  students = ckpt.load_students(str(workdir), step="latest")
+  assert students.model.config.d_model == 32
+  for student in ("rationale", "answer"):  # learning rate 0: still exactly the checkpoint
+    for got, want in zip(jax.tree.leaves(students.params[student]), jax.tree.leaves(pretrained)):
+      np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
 CONFIG_FILE = """
 from sciqa_jax.config import base_config
 def get_config():

@@ -71,18 +71,20 @@ _RANK_CONCLUSIONS = ("{Choice} is the {adjective}.", "The {adjective} is {choice
 _PHASE_CHANGES = ("It starts at {start} °C and {moves} by {change} °C, so it ends at {end} °C.",
                   "{start} {sign} {change} = {end}, so it is now at {end} °C.",
                   "The new temperature is {start} {sign} {change} = {end} °C.")
+# No parentheses around numbers: "(60" would tokenise differently from " 60", so copying a number
+# would be two mappings for the student to learn.
 _PHASE_STATES = {
     "solid": ("{end} °C is below the melting point of {melting} °C, so it is a solid.",
               "Since {end} < {melting}, it has not melted: it is a solid.",
-              "It is colder than its melting point ({end} < {melting}), so it is a solid."),
+              "It is colder than its melting point, {end} < {melting}, so it is a solid."),
     "liquid": ("{end} °C is between the melting point {melting} °C and the boiling point "
                "{boiling} °C, so it is a liquid.",
                "Since {melting} < {end} < {boiling}, it is a liquid.",
-               "It is above its melting point and below its boiling point ({melting} < {end} < "
-               "{boiling}), so it is a liquid."),
+               "It is above its melting point and below its boiling point, {melting} < {end} < "
+               "{boiling}, so it is a liquid."),
     "gas": ("{end} °C is above the boiling point of {boiling} °C, so it is a gas.",
             "Since {end} > {boiling}, it has boiled: it is a gas.",
-            "It is hotter than its boiling point ({end} > {boiling}), so it is a gas."),
+            "It is hotter than its boiling point, {end} > {boiling}, so it is a gas."),
 }
 
 _CHAIN_DOWN = ("{E1} eat {f1}, and {e2} eat {f2}.", "{E1} feed on {f1}. {E2} feed on {f2}.",
