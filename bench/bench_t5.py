@@ -7,7 +7,12 @@ weights, fp32. Figures:
   (b) greedy decoding, batch 16, source 256, exactly 64 new tokens on both sides (our EOS id set
       to -1, HF `min_new_tokens=64`): new tokens/s;
   (c) achieved FLOP/s of our train step (XLA cost analysis of the compiled step) as a fraction of
-      the machine's fp32 matmul peak, measured with a large `jnp.dot`.
+      the machine's fp32 matmul peak, measured with a large `jnp.dot`;
+  (d) the best ratio any implementation of the same arithmetic could reach against each peer: the
+      peer's time over (FLOPs / matmul peak), where the FLOPs are the train step's, and for
+      decoding a teacher-forced forward pass over the source and the 64 new tokens (the least
+      arithmetic a greedy decode needs: the encoder once, every new token through the decoder
+      and the output head once).
 Each timing is the median of `--repeats` runs after a warm-up. torch uses every core.
 
   python bench/bench_t5.py            # full run
@@ -88,6 +93,16 @@ def bench_train_jax(config, arrays, repeats):
     loss.block_until_ready()
 
   return median_time(run, repeats), float(flops.get("flops", float("nan")))
+
+
+def forward_flops(config, ids, mask, new_tokens) -> float:
+  """XLA's FLOP count of one teacher-forced forward pass with `new_tokens` decoder positions."""
+  model = T5(config)
+  params = init_params(config, jax.random.key(0))
+  dec = jnp.zeros((ids.shape[0], new_tokens), jnp.int32)
+  forward = jax.jit(lambda p: model.apply({"params": p}, jnp.asarray(ids), jnp.asarray(mask), dec))
+  cost = forward.lower(params).compile().cost_analysis()
+  return float((cost[0] if isinstance(cost, list) else cost)["flops"])
 
 
 def hf_model(config):
@@ -175,6 +190,11 @@ def main():
   print(f"(c) train step {flops / 1e9:,.1f} GFLOP (XLA cost analysis), achieved "
         f"{achieved / 1e9:,.1f} GFLOP/s; fp32 matmul peak {peak / 1e9:,.1f} GFLOP/s "
         f"(jnp.dot {setup['peak_n']}^2); fraction of peak {achieved / peak:.2f}")
+  decode_flops = forward_flops(config, ids, mask, new)
+  print(f"(d) at the matmul peak: train step >= {flops / peak * 1e3:.0f} ms, best possible "
+        f"ours/PyTorch = {t_torch * peak / flops:.2f}x; greedy decode ({decode_flops / 1e9:,.1f} "
+        f"GFLOP) >= {decode_flops / peak * 1e3:.0f} ms, best possible ours/HF = "
+        f"{d_torch * peak / decode_flops:.2f}x")
 
 
 if __name__ == "__main__":

@@ -112,23 +112,22 @@ def _rank_pick(values: dict[str, float], want_max: bool) -> str:
 def _solve_density(ex: Example) -> str:
   q = ex.question
   noun = re.match(r"Four (\w+)s", q).group(1)
-  items = re.findall(r"(?:The )?(\w+)(?: " + noun + r" is|,) (\d+) g and (\d+) cm³", q)
+  items = re.findall(r"(\w+): (\d+) g, (\d+) cm³", q)
   assert len(items) == 4, q
   want_max = "densest material" in q or "greatest" in q or ("densest" in q and "least" not in q)
   return f"the {_rank_pick({k: int(m) / int(v) for k, m, v in items}, want_max)} {noun}"
 
 
 def _solve_speed(ex: Example) -> str:
-  items = re.findall(r"the ([a-z ]+?) (?:covers|moves) (\d+) m in (\d+) s", ex.question,
-                     flags=re.IGNORECASE)
+  items = re.findall(r"([a-z]+(?: [a-z]+)?): (\d+) m in (\d+) s", ex.question)
   assert len(items) == 4, ex.question
   want_max = any(word in ex.question for word in ("fastest", "highest"))
   return "the " + _rank_pick({k.lower(): int(d) / int(t) for k, d, t in items}, want_max)
 
 
 def _solve_duration(ex: Example) -> str:
-  noun = re.search(r"the \w+ (candle|timer|lamp|fuse)", ex.question).group(1)
-  items = re.findall(r"the (\w+) " + noun + r" [a-z ]+? for (\d+) (s|min)", ex.question)
+  noun = re.search(r"(candle|timer|lamp|fuse)", ex.question).group(1)
+  items = re.findall(r"(\w+): (\d+) (s|min)\b", ex.question)
   assert len(items) == 4, ex.question
   want_max = any(word in ex.question for word in ("longest", "finishes last"))
   minutes = {k: int(n) / (60 if unit == "s" else 1) for k, n, unit in items}
@@ -136,19 +135,18 @@ def _solve_duration(ex: Example) -> str:
 
 
 def _solve_food_chain(ex: Example) -> str:
+  listing, ask = re.fullmatch(r"In [a-z ]+: (.+?)\. (.+)", ex.question).groups()
   eats, eaten_by = {}, {}  # eater -> food, food -> eater: the listed relations
-  facts = list(re.finditer(r"(\w+) (?:eat|feed on) (\w+)\.", ex.question))
-  for fact in facts:
-    eater, food = fact.group(1).lower(), fact.group(2)
+  for fact in listing.split("; "):
+    eater, food = re.fullmatch(r"(\w+) (?:eat|feed on) (\w+)", fact).groups()
     eats[eater], eaten_by[food] = food, eater
-  ask = ex.question[facts[-1].end():].strip()
-  upward = re.search(r"that eat (\w+)\?|^(\w+) are eaten by|eaters of (\w+)\?", ask)
+  upward = re.search(r"that eat (\w+)\?|^Some organism eats (\w+)\.|eaters of (\w+)\?", ask)
   if upward:
-    start = next(group for group in upward.groups() if group).lower()
+    start = next(group for group in upward.groups() if group)
     return eaten_by[eaten_by[start]]
-  downward = re.search(r"that (\w+) eat feed on\?|^(\w+) eat some|food of the food of (\w+)\?",
+  downward = re.search(r"that (\w+) eat feed on\?|^The (\w+) eat some|food of the food of (\w+)\?",
                        ask)
-  start = next(group for group in downward.groups() if group).lower()
+  start = next(group for group in downward.groups() if group)
   return eats[eats[start]]
 
 

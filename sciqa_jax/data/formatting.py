@@ -20,14 +20,27 @@ def format_question(example: Example) -> str:
   return "\n".join(parts)
 
 
-def format_answer(example: Example, answer: str | None = None) -> str:
-  """The answer as a student writes it: `(B) liquid` for multiple choice, else the answer itself.
-
-  `answer` defaults to the gold answer; pass a label/answer to format another candidate.
-  """
+def format_choice(example: Example, answer: str | None = None) -> str:
+  """The answer as teacher prompts quote it: `(B) liquid` for multiple choice, else the answer."""
   answer = example.answer if answer is None else answer
   if example.choices:
     return f"({answer}) {example.choice_text(answer)}"
+  return answer
+
+
+def format_answer(example: Example, answer: str | None = None) -> str:
+  """The answer as a student writes it: `liquid (B)` for multiple choice, else the answer itself.
+
+  The choice's words come first and its letter last. A student reads the answer off what it has
+  just reasoned ("... so it is a liquid."): words first, it copies them and then finds their
+  letter. With the letter first it would have to look the letter up before writing anything it
+  can copy; tiny students trained from scratch on the built-in task never learnt that within the
+  demo's budget, and rank classification then scored every choice alike (each one's words follow
+  from its own letter). `answer` defaults to the gold answer; pass a label to format another.
+  """
+  answer = example.answer if answer is None else answer
+  if example.choices:
+    return f"{example.choice_text(answer)} ({answer})"
   return answer
 
 

@@ -8,6 +8,13 @@ comparing one-digit numbers), but answering directly means composing all of them
 combinatorially many combinations, which a small student cannot memorise from a few thousand examples.
 A rationale that writes the steps out turns the problem into a chain of local steps.
 
+What "easy to learn" means for a tiny student trained for minutes was measured, not assumed: with
+several wordings of the same fact ("The red block is 12 g", "red, 12 g", "12 g for red") and
+capitalised variants of the names, a 2+2-layer student wrote well-formed steps with the wrong
+numbers (it copied the right pairs of numbers, for the wrong items). So the wording varies in the
+sentences around the facts, while every fact keeps one form in the question ("red: 12 g, 3 cm³",
+"hawks eat snakes", "melts at 10 °C") that the worked steps reuse word for word.
+
 Five families, equally many questions each (round robin by index), ARC schema (a stem, four choices
 A-D in a random order, so the answer position is uniform, and an answer label):
 
@@ -73,17 +80,20 @@ _MAX_DRAWS_PER_EXAMPLE = 200
 
 _SUBSTANCES = ("zolium", "brontine", "kelvar", "mirex", "tandol", "vespine", "quorate", "ludine",
                "pellite", "sarnol")
-_COLOURS = ("red", "blue", "green", "yellow", "white", "black", "grey", "orange")
+# The four items of a ranking question are always these, listed in this order (their numbers are
+# what varies): a worked solution then walks the items in a fixed order, and each name is a frequent
+# token whose numbers the student looks up by the name, instead of tracking which of many names came
+# where in this particular question. The answer choices are still shuffled.
+_COLOURS = ("red", "blue", "green", "yellow")
 _BLOCKS = ("block", "cube", "stone", "brick")
-_MOVERS = ("runner", "cyclist", "skater", "swimmer", "horse", "robot", "toy car", "tortoise")
+_MOVERS = ("runner", "cyclist", "skater", "swimmer")
 _BURNERS = (("candle", "burns"), ("timer", "runs"), ("lamp", "stays lit"), ("fuse", "burns"))
 # Food-chain levels; a chain takes one organism from each, so the relations read plausibly, and the
 # two chains of a question share every level (the level alone never identifies the answer).
-_PRODUCERS = ("grass", "algae", "clover", "moss", "seeds", "leaves")
-_HERBIVORES = ("rabbits", "mice", "grasshoppers", "snails", "caterpillars", "crickets", "beetles",
-               "voles")
-_PREDATORS = ("frogs", "spiders", "lizards", "shrews", "sparrows", "toads", "fish")
-_TOP = ("hawks", "owls", "snakes", "foxes", "herons", "eagles", "weasels")
+_PRODUCERS = ("grass", "algae", "moss")
+_HERBIVORES = ("rabbits", "mice", "snails")
+_PREDATORS = ("frogs", "spiders", "lizards")
+_TOP = ("hawks", "owls", "snakes")
 _PLACES = ("a meadow", "a pond", "a forest", "a garden", "a marsh", "a field")
 
 
@@ -247,18 +257,19 @@ def _phase(rng: random.Random):
   heated = delta > 0
   change = abs(delta)
   cap = substance.capitalize()
+  # The wording varies around the numbers; each number keeps its own words ("melts at", "boils
+  # at", "at", "by") in every phrasing, so where a number is quoted is never ambiguous.
+  heat, warm = ("heated", "warmed") if heated else ("cooled", "chilled")
+  points = f"melts at {melting} °C and boils at {boiling} °C"
   stem = rng.choice((
-      f"A sample of {substance} melts at {melting} °C and boils at {boiling} °C. It starts at "
-      f"{start} °C and is {'heated' if heated else 'cooled'} by {change} °C. What state is it in now?",
-      f"{cap} has a melting point of {melting} °C and a boiling point of {boiling} °C. A jar of it "
-      f"at {start} °C is {'warmed' if heated else 'chilled'} by {change} °C. Which state of matter "
+      f"A sample of {substance} {points}. It starts at {start} °C and is {heat} by {change} °C. "
+      f"What state is it in now?",
+      f"{cap} {points}. A jar of it at {start} °C is {warm} by {change} °C. Which state of matter "
       f"is it in afterwards?",
-      f"The melting point of {substance} is {melting} °C and its boiling point is {boiling} °C. If "
-      f"{substance} at {start} °C gets {change} °C {'warmer' if heated else 'colder'}, what is its "
-      f"state?",
-      f"A lab keeps {substance} at {start} °C. Then the temperature "
-      f"{'rises' if heated else 'drops'} by {change} °C. {cap} melts at {melting} °C and boils at "
-      f"{boiling} °C. What is its state now?",
+      f"The substance {substance} {points}. If it is kept at {start} °C and {heat} by {change} °C, "
+      f"what is its state?",
+      f"A lab keeps {substance} at {start} °C. Then it is {warm} by {change} °C. {cap} {points}. "
+      f"What is its state now?",
   ))
   choices, answer = _shuffled_choices(rng, phase, [p for p in PHASE_CHOICES if p != phase])
   solution = (f"{start} {'+' if heated else '-'} {change} = {end}",
@@ -304,20 +315,19 @@ def _rank_values(rng: random.Random, goal: str, divisors: tuple[int, ...], *, ra
 
 def _density(rng: random.Random):
   noun = rng.choice(_BLOCKS)
-  keys = rng.sample(_COLOURS, 4)
+  keys = list(_COLOURS)
   goal = rng.choice(("max", "min"))
   values, vols, masses, best = _rank_values(rng, goal, tuple(range(1, 10)), rank_divisors=True)
-  if rng.random() < 0.5:
-    listing = " ".join(f"The {k} {noun} is {m} g and {v} cm³." for k, m, v in zip(keys, masses, vols))
-  else:
-    listing = "Masses and volumes: " + "; ".join(
-        f"{k}, {m} g and {v} cm³" for k, m, v in zip(keys, masses, vols)) + "."
+  # One listing form per family, the form the worked steps reuse ("red: 12 g, 3 cm³" -> "red:
+  # 12 / 3 = 4"); the wording varies in the sentences around it.
+  listing = "; ".join(f"{k}: {m} g, {v} cm³" for k, m, v in zip(keys, masses, vols))
   ask = rng.choice((
       f"Which {noun} is the {'densest' if goal == 'max' else 'least dense'}?",
       f"Which {noun} has the {'greatest' if goal == 'max' else 'lowest'} density?",
       f"Which {noun} is made of the {'densest' if goal == 'max' else 'least dense'} material?",
   ))
-  stem = f"Four {noun}s are weighed. {listing} {ask}"
+  stem = rng.choice((f"Four {noun}s are weighed. Masses and volumes: {listing}. {ask}",
+                     f"Four {noun}s have these masses and volumes: {listing}. {ask}"))
   texts = [f"the {k} {noun}" for k in keys]
   choices, answer = _shuffled_choices(rng, texts[best], texts[:best] + texts[best + 1:])
   solution = tuple(f"{k}: {m} / {v} = {d}" for k, m, v, d in zip(keys, masses, vols, values))
@@ -325,20 +335,17 @@ def _density(rng: random.Random):
 
 
 def _speed(rng: random.Random):
-  keys = rng.sample(_MOVERS, 4)
+  keys = list(_MOVERS)
   goal = rng.choice(("max", "min"))
   values, secs, distances, best = _rank_values(rng, goal, tuple(range(1, 10)), rank_divisors=True)
-  if rng.random() < 0.5:
-    listing = " ".join(f"The {k} covers {d} m in {t} s." for k, d, t in zip(keys, distances, secs))
-  else:
-    listing = "In a test run, " + ", ".join(
-        f"the {k} moves {d} m in {t} s" for k, d, t in zip(keys, distances, secs)) + "."
+  listing = "; ".join(f"{k}: {d} m in {t} s" for k, d, t in zip(keys, distances, secs))
   ask = rng.choice((
       f"Which one is the {'fastest' if goal == 'max' else 'slowest'}?",
       f"Which one has the {'highest' if goal == 'max' else 'lowest'} average speed?",
       f"Who moves {'fastest' if goal == 'max' else 'slowest'} on average?",
   ))
-  stem = f"{listing} {ask}"
+  stem = rng.choice((f"In a test run, the distances and times were: {listing}. {ask}",
+                     f"Four movers are timed: {listing}. {ask}"))
   texts = [f"the {k}" for k in keys]
   choices, answer = _shuffled_choices(rng, texts[best], texts[:best] + texts[best + 1:])
   solution = tuple(f"{k}: {d} / {t} = {v}" for k, d, t, v in zip(keys, distances, secs, values))
@@ -347,20 +354,20 @@ def _speed(rng: random.Random):
 
 def _duration(rng: random.Random):
   noun, verb = rng.choice(_BURNERS)
-  keys = rng.sample(_COLOURS, 4)
+  keys = list(_COLOURS)
   goal = rng.choice(("max", "min"))
   # Each time is written in minutes or in seconds; the raw number of a time in seconds is 60 times
   # larger, which misleads a student that compares the numbers as written.
   values, _, raws, best = _rank_values(rng, goal, (1, 60), rank_divisors=False)
   written = [f"{r} s" if r != v else f"{r} min" for v, r in zip(values, raws)]
-  listing = ", ".join(f"the {k} {noun} {verb} for {w}" for k, w in zip(keys, written))
+  listing = "; ".join(f"{k}: {w}" for k, w in zip(keys, written))
   ask = rng.choice((
       f"Which {noun} {verb} the {'longest' if goal == 'max' else 'shortest'}?",
       f"Which {noun} lasts the {'longest' if goal == 'max' else 'shortest'} time?",
       f"Which {noun} {'finishes last' if goal == 'max' else 'finishes first'}?",
   ))
-  stem = rng.choice((f"Four {noun}s are started together: {listing}. {ask}",
-                     f"In a test, {listing}. {ask}"))
+  stem = rng.choice((f"Four {noun}s are started together. How long each {verb}: {listing}. {ask}",
+                     f"In a test, each {noun} {verb} this long: {listing}. {ask}"))
   texts = [f"the {k} {noun}" for k in keys]
   choices, answer = _shuffled_choices(rng, texts[best], texts[:best] + texts[best + 1:])
   solution = tuple(f"{k}: {r} s / 60 = {v}" if w.endswith(" s") else f"{k}: {v} min"
@@ -373,8 +380,8 @@ def _food_chain(rng: random.Random):
   chains = list(zip(*(rng.sample(level, 2) for level in levels)))  # two chains, bottom -> top
   relations = [(chain[i + 1], chain[i]) for chain in chains for i in range(3)]  # (eater, food)
   rng.shuffle(relations)
-  facts = " ".join(
-      f"{eater.capitalize()} {rng.choice(('eat', 'feed on'))} {food}." for eater, food in relations)
+  # Lower case throughout, as a list: the relations read the same wherever they stand.
+  facts = "; ".join(f"{eater} eat {food}" for eater, food in relations)
   chain, other = chains
   upward = rng.random() < 0.5
   start = rng.choice((0, 1)) if upward else rng.choice((2, 3))  # two hops stay inside the chain
@@ -383,18 +390,18 @@ def _food_chain(rng: random.Random):
   if upward:
     stem_ask = rng.choice((
         f"Which organism eats the organisms that eat {s}?",
-        f"{s.capitalize()} are eaten by some organism. What eats that organism?",
+        f"Some organism eats {s}. What eats that organism?",
         f"Which organism feeds on the eaters of {s}?",
     ))
     hops = ((chain[mid], s), (chain[end], chain[mid]))
   else:
     stem_ask = rng.choice((
         f"What do the organisms that {s} eat feed on?",
-        f"{s.capitalize()} eat some organism. What does that organism eat?",
+        f"The {s} eat some organism. What does that organism eat?",
         f"What is the food of the food of {s}?",
     ))
     hops = ((s, chain[mid]), (chain[mid], chain[end]))
-  stem = f"In {rng.choice(_PLACES)}, {facts[0].lower()}{facts[1:]} {stem_ask}"
+  stem = f"In {rng.choice(_PLACES)}: {facts}. {stem_ask}"
   # Distractors: the one-step answer, the other chain's organism at the answer's level, and one more
   # organism that is neither the start nor already a choice.
   rest = [o for o in chain + other if o not in (s, chain[end], chain[mid], other[end])]

@@ -400,7 +400,12 @@ class LMHead(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg = self.config
-    w = self.param("kernel", _normal(1.0), (cfg.d_model, cfg.vocab_size), cfg.params_dtype)
+    # Fan-in scaled, as T5X initialises its untied logits layer: the inputs are RMS-normalised, so
+    # logits start with unit scale. (transformers draws this head with std 1, which makes the
+    # initial logits ~sqrt(d_model) large; a student trained from scratch then spends its first
+    # hundreds of steps shrinking the head. Pretrained checkpoints overwrite it either way.)
+    w = self.param("kernel", _normal(cfg.d_model**-0.5), (cfg.d_model, cfg.vocab_size),
+                   cfg.params_dtype)
     return jnp.einsum("btd,dv->btv", x, w.astype(cfg.compute_dtype),
                       preferred_element_type=jnp.float32)
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from sciqa_jax.data import loaders
 from sciqa_jax.data.example import Example
-from sciqa_jax.data.formatting import format_answer, format_question
+from sciqa_jax.data.formatting import format_choice, format_question
 
 ZERO_SHOT_COT = "zero_shot_cot"
 FEW_SHOT_COT = "few_shot_cot"
@@ -46,7 +46,7 @@ class Exemplar:
 
   def render(self) -> str:
     return (f"Q: {format_question(self.example)}\nA: {self.rationale} {ANSWER_TRIGGER} "
-            f"{format_answer(self.example)}.")
+            f"{format_choice(self.example)}.")
 
 
 def load_exemplars(path: str) -> list[Exemplar]:
@@ -92,7 +92,7 @@ def rationale_prompt(example: Example, style: str, exemplars: Sequence[Exemplar]
     shots = "\n\n".join(exemplar.render() for exemplar in exemplars)
     return f"{shots}\n\nQ: {question}\nA:"
   if style == RATIONALIZE:
-    return (f"Q: {question}\nThe correct answer is {format_answer(example)}. Explain why.\n"
+    return (f"Q: {question}\nThe correct answer is {format_choice(example)}. Explain why.\n"
             f"A: {STEP_BY_STEP}")
   raise ValueError(f"unknown teacher.prompt_style={style!r}; expected one of {PROMPT_STYLES}")
 

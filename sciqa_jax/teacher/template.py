@@ -5,11 +5,14 @@ model can be downloaded. The real path distils rationales from a Hugging Face (o
 HTTP) teacher LLM with `teacher.backend = "hf"` / `"http"`.
 
 For a `science_demo` example (`sciqa_jax.data.science`) the teacher reads the canonical solution steps
-back (`science.parse_solution`) and writes each step in one of several phrasings. The phrasings are
-drawn from a generator keyed on (teacher seed, call seed, example id, sample index), so diverse
-reasoning (`num_samples > 1`) gets different wordings of the same correct reasoning, and the same
-call always returns the same rationales. The rationale ends with a sentence that names the concluded
-choice in words ("..., so it is a liquid."); following the `TeacherOutput` contract
+back (`science.parse_solution`) and writes them out in one of several phrasings. The phrasings vary
+the sentences around the worked steps while each step keeps one form that reuses the question's own
+words (a tiny student learns to copy "red: 12 / 3 = 4" far sooner than to map between three
+wordings of it). The phrasings are drawn from a generator keyed on (teacher seed, call seed,
+example id, sample index), so diverse reasoning (`num_samples > 1`) gets different wordings of the
+same correct reasoning, and the same call always returns the same rationales. Every rationale ends
+with the words of the concluded choice and a full stop ("..., so it is a liquid."), so stage 2 finds
+them in one place whatever the phrasing; following the `TeacherOutput` contract
 (`sciqa_jax.teacher.base`) it does not carry the "the answer is (B)" sentence: `answer_text` is the
 letter of the concluded choice.
 
@@ -50,13 +53,15 @@ _RANK_INTROS = {
                 "Density = mass / volume."),
     "speed": ("Speed is distance divided by time.", "Divide each distance by its time.",
               "Speed = distance / time."),
-    "duration": ("Convert every time to minutes.", "Put all times in minutes (60 s = 1 min).",
+    "duration": ("Convert every time to minutes.", "Put all times in minutes, 60 s = 1 min.",
                  "Change seconds to minutes by dividing by 60."),
 }
-# (ratio step, minutes step) formats; the minutes format is for durations already in minutes.
-_RANK_ITEMS = (("{key}: {num} / {den} = {value}", "{key}: {value}"),
-               ("{key} {num} / {den} = {value}", "{key} {value}"),
-               ("{num} / {den} = {value} for {key}", "{value} for {key}"))
+# One step per item, always in this form (the phrasings vary around the steps, not in them): the
+# item's name first, written as the question writes it, so the numbers that follow can be found by
+# the name just written, and the arithmetic right after its operands.
+_RANK_ITEM = "{key}: {num} / {den} = {value}"
+_RANK_ITEM_IN_MINUTES = "{key}: {value}"  # a duration already given in minutes
+_RANK_SEPARATOR = "; "
 _RANK_WORDS = {  # (family, goal) -> (superlative adjective, noun phrase for "the greatest X")
     ("density", "max"): ("densest", "greatest density"),
     ("density", "min"): ("least dense", "lowest density"),
@@ -65,12 +70,15 @@ _RANK_WORDS = {  # (family, goal) -> (superlative adjective, noun phrase for "th
     ("duration", "max"): ("longest", "longest time"),
     ("duration", "min"): ("shortest", "shortest time"),
 }
-_RANK_CONCLUSIONS = ("{Choice} is the {adjective}.", "The {adjective} is {choice}.",
-                     "{Choice} has the {noun}.")
+# Every rationale ends with the concluded choice's own words, then the full stop: the answer student
+# of stage 2 reads its answer off the end of the rationale (one place, whatever the phrasing).
+_RANK_CONCLUSIONS = ("The {adjective} is {choice}.", "So the {adjective} is {choice}.",
+                     "The one with the {noun} is {choice}.")
 
-_PHASE_CHANGES = ("It starts at {start} °C and {moves} by {change} °C, so it ends at {end} °C.",
-                  "{start} {sign} {change} = {end}, so it is now at {end} °C.",
-                  "The new temperature is {start} {sign} {change} = {end} °C.")
+# Every phrasing writes the new temperature as an expression next to its result.
+_PHASE_CHANGES = ("{start} {sign} {change} = {end}, so it is now at {end} °C.",
+                  "The new temperature is {start} {sign} {change} = {end} °C.",
+                  "It ends at {start} {sign} {change} = {end} °C.")
 # No parentheses around numbers: "(60" would tokenise differently from " 60", so copying a number
 # would be two mappings for the student to learn.
 _PHASE_STATES = {
@@ -87,16 +95,18 @@ _PHASE_STATES = {
             "It is hotter than its boiling point, {end} > {boiling}, so it is a gas."),
 }
 
-_CHAIN_DOWN = ("{E1} eat {f1}, and {e2} eat {f2}.", "{E1} feed on {f1}. {E2} feed on {f2}.",
-               "From the list, {e1} eat {f1}; {e2} eat {f2}.")
-_CHAIN_DOWN_ONE = ("{E1} eat {f1}.", "{E1} feed on {f1}.", "From the list, {e1} eat {f1}.")
+# Organisms are written in lower case, as the question lists them, so each relation is the
+# question's own words ("hawks eat snakes") and never a capitalised variant of them.
+_CHAIN_BODIES = ("From the list, {e1} eat {f1}, and {e2} eat {f2}.",
+                 "We know that {e1} eat {f1} and {e2} eat {f2}.",
+                 "First, {e1} eat {f1}. Then, {e2} eat {f2}.")
+_CHAIN_BODIES_ONE = ("From the list, {e1} eat {f1}.", "We know that {e1} eat {f1}.",
+                     "First, {e1} eat {f1}.")
 _CHAIN_DOWN_END = ("So the food of the food of {start} is {pick}.", "So their food eats {pick}.",
                    "That food feeds on {pick}.")
-_CHAIN_UP = ("{F1} are eaten by {e1}, and {f2} are eaten by {e2}.", "{E1} eat {f1}. {E2} eat {f2}.",
-             "From the list, {e1} eat {f1}; {e2} eat {f2}.")
-_CHAIN_UP_ONE = ("{F1} are eaten by {e1}.", "{E1} eat {f1}.", "From the list, {e1} eat {f1}.")
-_CHAIN_UP_END = ("So {pick} eat the eaters of {start}.", "So {pick} are two steps above {start}.",
-                 "So {pick} eat the organisms that eat {start}.")
+_CHAIN_UP_END = ("So the eaters of the eaters of {start} are {pick}.",
+                 "So two steps above {start} are {pick}.",
+                 "So the organisms that eat the eaters of {start} are {pick}.")
 
 
 def _cap(text: str) -> str:
@@ -142,21 +152,20 @@ def _rank_rationale(example: Example, work: science.RankWork, family: str, style
     else:  # the winner is 1 and the goal is the minimum: the winner's own quotient slips instead
       values[best] = max(values) + 1
     pick = work.items[values.index(extreme(values))].key
-  item_format = style.choice(_RANK_ITEMS)
   steps = []
   for item, value in zip(work.items, values):
     if converted and not (family == "duration" and item.denominator == 1):  # not already minutes
-      steps.append(item_format[0].format(key=item.key, num=item.numerator, den=item.denominator,
-                                         value=value))
+      steps.append(_RANK_ITEM.format(key=item.key, num=item.numerator, den=item.denominator,
+                                     value=value))
     else:
-      steps.append(item_format[1].format(key=item.key, value=value))
+      steps.append(_RANK_ITEM_IN_MINUTES.format(key=item.key, value=value))
   intro = (style.choice(_RANK_INTROS[family]) if converted
            else style.choice(("Compare the times.", "Look at the numbers.", "Compare them.")))
   choice = example.choice_text(science.label_of_choice(example, pick))
   adjective, noun = _RANK_WORDS[(family, work.goal)]
-  conclusion = style.choice(_RANK_CONCLUSIONS).format(Choice=_cap(choice), choice=choice,
-                                                      adjective=adjective, noun=noun)
-  text = f"{intro} {_cap(style.choice(('; ', ', ')).join(steps))}. {conclusion}"
+  conclusion = style.choice(_RANK_CONCLUSIONS).format(choice=choice, adjective=adjective,
+                                                      noun=noun)
+  text = f"{intro} {_RANK_SEPARATOR.join(steps)}. {conclusion}"
   return text, pick
 
 
@@ -173,15 +182,10 @@ def _chain_rationale(example: Example, work: science.ChainWork, style: random.Ra
     else:  # the second relation is misread: it leads to another choice, not in the question
       pick = error.choice(sorted(text for _, text in example.choices if text not in (pick, mid)))
       e2, f2 = (pick, mid) if work.upward else (mid, pick)
-  fields = dict(e1=e1, f1=f1, e2=e2, f2=f2, E1=_cap(e1), F1=_cap(f1), E2=_cap(e2), start=start,
-                pick=pick)
-  if work.upward:
-    body = style.choice(_CHAIN_UP_ONE if one_step else _CHAIN_UP)
-    end = style.choice(_CHAIN_UP_END)
-  else:
-    body = style.choice(_CHAIN_DOWN_ONE if one_step else _CHAIN_DOWN)
-    end = style.choice(_CHAIN_DOWN_END)
-  return f"{body.format(**fields)} {_cap(end.format(**fields))}", pick
+  fields = dict(e1=e1, f1=f1, e2=e2, f2=f2, start=start, pick=pick)
+  body = style.choice(_CHAIN_BODIES_ONE if one_step else _CHAIN_BODIES)
+  end = style.choice(_CHAIN_UP_END if work.upward else _CHAIN_DOWN_END)
+  return f"{body.format(**fields)} {end.format(**fields)}", pick
 
 
 class TemplateTeacher:
