@@ -31,12 +31,12 @@ def format_choice(example: Example, answer: str | None = None) -> str:
 def format_answer(example: Example, answer: str | None = None) -> str:
   """The answer as a student writes it: `liquid (B)` for multiple choice, else the answer itself.
 
-  The choice's words come first and its letter last. A student reads the answer off what it has
-  just reasoned ("... so it is a liquid."): words first, it copies them and then finds their
-  letter. With the letter first it would have to look the letter up before writing anything it
-  can copy; tiny students trained from scratch on the built-in task never learnt that within the
-  demo's budget, and rank classification then scored every choice alike (each one's words follow
-  from its own letter). `answer` defaults to the gold answer; pass a label to format another.
+  The choice's words come first and its letter last, so the words can be read off the reasoning
+  ("... so it is a liquid."). With the letter first, a student trained with teacher forcing learns
+  to predict each choice's words from its letter (the choices list pairs them), so rank
+  classification scores every choice's words alike and only the letter, a lookup the student must
+  make before writing anything, decides. `answer` defaults to the gold answer; pass a label to
+  format another.
   """
   answer = example.answer if answer is None else answer
   if example.choices:
