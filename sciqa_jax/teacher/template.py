@@ -109,10 +109,6 @@ _CHAIN_UP_END = ("So the eaters of the eaters of {start} are {pick}.",
                  "So the organisms that eat the eaters of {start} are {pick}.")
 
 
-def _cap(text: str) -> str:
-  return text[:1].upper() + text[1:]
-
-
 def _phase_rationale(work: science.PhaseWork, style: random.Random, error: random.Random | None
                      ) -> tuple[str, str]:
   end = work.end
@@ -129,7 +125,7 @@ def _phase_rationale(work: science.PhaseWork, style: random.Random, error: rando
                 moves="rises" if work.delta > 0 else "falls")
   text = " ".join((style.choice(_PHASE_CHANGES).format(**fields),
                    style.choice(_PHASE_STATES[phase]).format(**fields)))
-  return _cap(text), phase
+  return text, phase  # every phrasing starts with a capital or a number
 
 
 def _rank_rationale(example: Example, work: science.RankWork, family: str, style: random.Random,
