@@ -89,6 +89,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.schedule = "constant"  # constant | linear | cosine | rsqrt
   c.train.warmup_steps = 0
   c.train.grad_clip_norm = 1.0  # 0 = off
+  # Learning-rate multiplier of the relative-position bias tables; >1 for students trained from
+  # scratch (see sciqa_jax/train_step.py), 1 for fine-tuning pretrained T5.
+  c.train.position_bias_lr_scale = 1.0
   c.train.grad_accum_steps = 1
   c.train.label_smoothing = 0.0
   c.train.z_loss = 0.0
