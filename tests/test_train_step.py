@@ -224,31 +224,27 @@ def _copy_last_token_batch(rs: np.random.RandomState, batch_size: int, length: i
 
 def test_position_bias_lr_scale_lets_a_student_from_scratch_learn_to_point():
   """The reason for `train.position_bias_lr_scale`: copying the token before EOS needs a sharp
-  relative-position attention; at lr 2e-3 the bias table does not grow enough in 300 steps."""
+  relative-position attention, and at lr 2e-3 the bias table does not grow enough in 300 steps
+  unless its updates are scaled. Measured at this shape: token accuracy 0.99 with the 30x scale,
+  0.57 without it (0.5 = EOS right, copy at chance), so this fails if the scale does not act."""
   objective = Objective("answer_only")
   # The demo student's shape and T5's default position buckets.
   model = T5(tiny_config(d_model=128, d_kv=32, d_ff=256, num_layers=2, num_decoder_layers=2,
                          relative_attention_num_buckets=32, relative_attention_max_distance=128))
-  params = {"student": init_params(model.config, jax.random.key(0))}
+  config = make_train_config(optimizer="adamw", learning_rate=2e-3, warmup_steps=20, steps=300,
+                             position_bias_lr_scale=30.0)
+  optimizer = make_optimizer(config)
+  step = jit_step(make_train_step(model, optimizer, objective), donate_argnums=0)
+  state = create_train_state({"student": init_params(model.config, jax.random.key(0))}, optimizer,
+                             jax.random.key(1))
+  rs = np.random.RandomState(0)
+  for _ in range(300):
+    state, _ = step(state, _copy_last_token_batch(rs, 32))
   validation = _copy_last_token_batch(np.random.RandomState(99), 256)
-  eval_step = jit_step(make_eval_step(model, objective))
-
-  def accuracy_of_copy(scale):
-    config = make_train_config(optimizer="adamw", learning_rate=2e-3, warmup_steps=20, steps=300,
-                               position_bias_lr_scale=scale)
-    optimizer = make_optimizer(config)
-    step = jit_step(make_train_step(model, optimizer, objective), donate_argnums=0)
-    # Copies: the step donates the state, and both arms start from the same params.
-    state = create_train_state(jax.tree.map(jnp.copy, params), optimizer, jax.random.key(1))
-    rs = np.random.RandomState(0)
-    for _ in range(300):
-      state, _ = step(state, _copy_last_token_batch(rs, 32))
-    # Token accuracy over (copied symbol, EOS): EOS is always right, so 0.5 means no copying.
-    return float(eval_step(state.params, validation)["answer/accuracy"])
-
-  scaled, unscaled = accuracy_of_copy(30.0), accuracy_of_copy(1.0)
-  # Measured: 0.99 against 0.57.
-  assert scaled > 0.9 and unscaled < 0.7, (scaled, unscaled)
+  # Token accuracy over (copied symbol, EOS).
+  accuracy = float(jit_step(make_eval_step(model, objective))(state.params, validation)
+                   ["answer/accuracy"])
+  assert accuracy > 0.9, accuracy
 
 
 # ---- training on every objective ---------------------------------------------------------------
