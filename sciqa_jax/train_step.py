@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import optax
 
 from sciqa_jax.losses import objective_loss
+from sciqa_jax.models.t5 import POSITION_BIAS_PARAM
 from sciqa_jax.objectives import Objective
 
 OPTIMIZERS = ("adafactor", "adamw")
@@ -115,10 +116,6 @@ def make_schedule(train_config) -> optax.Schedule:
   if warmup == 0:
     return decay
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
-
-
-# The parameter name of T5's relative-position bias tables (one per stack; see models/t5.py).
-POSITION_BIAS_PARAM = "relative_attention_bias"
 
 
 def _is_position_bias(path) -> bool:

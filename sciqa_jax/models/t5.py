@@ -46,6 +46,10 @@ import jax.numpy as jnp
 # bias never overflows to -inf (an all-masked row must stay finite: it yields a uniform softmax).
 _MASK_VALUE = -1e9
 
+# The parameter name of each stack's relative-position bias table; train_step.py's optimizer finds
+# the tables by it to give them their own learning-rate scale.
+POSITION_BIAS_PARAM = "relative_attention_bias"
+
 # HF `feed_forward_proj` activation names -> functions. HF maps "gated-gelu" to gelu_new, the
 # tanh approximation (Flax's default); a bare "gelu" is the exact erf GELU.
 _ACTIVATIONS = {
@@ -337,7 +341,7 @@ class Stack(nn.Module):
                deterministic: bool, decode: bool = False):
     cfg = self.config
     num_layers = cfg.num_decoder_layers if self.is_decoder else cfg.num_layers
-    table = self.param("relative_attention_bias", _normal(cfg.d_model**-0.5),
+    table = self.param(POSITION_BIAS_PARAM, _normal(cfg.d_model**-0.5),
                        (cfg.relative_attention_num_buckets, cfg.num_heads), cfg.params_dtype)
     length = x.shape[1]
     cache_index = None
