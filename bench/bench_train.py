@@ -104,8 +104,10 @@ def bench_ours(args, batch_np, dtype: str) -> float:
   config = T5Config(vocab_size=32128, dropout_rate=0.0, dtype=dtype, **FLAN_T5_SMALL)
   c = base_config()
   c.train.optimizer, c.train.learning_rate, c.train.grad_clip_norm = "adamw", 1e-4, 0.0
-  optimizer = ts.make_optimizer(c.train)
   objective = Objective("two_stage")
+  # What train.py runs for two students: one optimizer each over the whole run.
+  optimizer = ts.make_students_optimizer(
+      c.train, {student: (0, c.train.steps) for student in objective.students})
   keys = jax.random.split(jax.random.key(0), 2)
   params = {s: init_params(config, keys[i]) for i, s in enumerate(objective.students)}
   mesh = sharding.make_mesh("data")

@@ -17,6 +17,10 @@ Design:
     learning rate actually applied is in the optimizer state and is logged from there), then
     `optax.MultiSteps` for gradient accumulation. Clipping sits inside MultiSteps, so it clips the
     accumulated gradient, as one large batch would be clipped.
+  * `make_students_optimizer` gives each student of a multi-student objective (two_stage's
+    rationale and answer students) its own such chain over its own span of steps, so one student
+    can stop (or start) training while the other goes on, and each sees the optimizer of a
+    standalone run of its length.
   * `position_bias_lr_scale` multiplies the updates of T5's relative-position bias tables. Adam and
     Adafactor move every parameter by about the learning rate per step, and those tables start
     near 0 (std d_model**-0.5) yet need values of several units before attention can pick a
@@ -33,7 +37,8 @@ Step counting: `train.steps` and `train.warmup_steps` count `train_step` calls (
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Mapping
+from typing import Any, Callable, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -179,18 +184,80 @@ def make_optimizer(train_config) -> optax.GradientTransformation:
   return optimizer
 
 
-def _injected_learning_rate(opt_state: Any) -> jax.Array | None:
-  """The learning rate recorded by `inject_hyperparams` in `opt_state`, or None if there is none.
+class ActiveBetweenState(NamedTuple):
+  calls: jax.Array  # int32: update calls so far (train_step calls)
+  inner: Any
 
-  With `make_optimizer` it is the rate of the most recent optimizer update; a user-supplied
-  optimizer without inject_hyperparams simply has no learning-rate metric.
+
+def active_between(start: int, end: int,
+                   inner: optax.GradientTransformation) -> optax.GradientTransformation:
+  """`inner` on update calls `start .. end - 1` (counted from 0); outside them zero updates, and
+  `inner`'s state is left as it was.
+
+  So a student trained for a span of a longer run sees exactly the optimizer of a standalone run
+  of `end - start` steps (schedule position, moments, bias correction), not one that kept counting
+  or kept moving the parameters on momentum while its stream was out of the loss.
+  """
+  if not 0 <= start < end:
+    raise ValueError(f"optimizer span [{start}, {end}) is empty or negative")
+
+  def init(params):
+    return ActiveBetweenState(jnp.zeros((), jnp.int32), inner.init(params))
+
+  def update(updates, state, params=None):
+    active = (state.calls >= start) & (state.calls < end)
+    new_updates, new_inner = jax.lax.cond(
+        active, lambda: inner.update(updates, state.inner, params),
+        lambda: (jax.tree.map(jnp.zeros_like, updates), state.inner))
+    return new_updates, ActiveBetweenState(state.calls + 1, new_inner)
+
+  return optax.GradientTransformation(init, update)
+
+
+def make_students_optimizer(train_config,
+                            spans: Mapping[str, tuple[int, int]]) -> optax.GradientTransformation:
+  """One `make_optimizer` chain per student (top-level key of the params), each for its own span.
+
+  `spans[student] = (start, end)` in train_step calls: the student's optimizer, clipping and
+  schedule are those of a run of `end - start` steps, applied only on those calls
+  (`active_between`). Two students are two models: each is clipped by its own gradient norm, as it
+  would be if trained alone. The trainer derives the spans from its phases (two_stage's answer
+  student may train for fewer steps than the rationale student, or after it).
+  """
+  train = _train_section(train_config)
+  transforms = {}
+  for student, (start, end) in spans.items():
+    student_train = train.copy_and_resolve_references()
+    student_train.steps = end - start
+    transforms[student] = active_between(start, end, make_optimizer(student_train))
+
+  def labels(params):
+    unknown = set(params) - set(spans)
+    if unknown:
+      raise ValueError(f"no optimizer span for students {sorted(unknown)}")
+    return {student: jax.tree.map(lambda _, s=student: s, tree) for student, tree in params.items()}
+
+  return optax.multi_transform(transforms, labels)
+
+
+def _injected_learning_rates(opt_state: Any, students: set[str]) -> dict[str, jax.Array]:
+  """The learning rates recorded by `inject_hyperparams` in `opt_state`, as metrics.
+
+  `learning_rate` for one optimizer (`make_optimizer`); `<student>/learning_rate` for each of
+  `make_students_optimizer`'s that belongs to one of `students` (those the step trains: a student
+  sitting out keeps the rate of its last update, which would read as if it were still training).
+  A user-supplied optimizer without inject_hyperparams simply has no learning-rate metric.
   """
   hyper_types = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
-  leaves = jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, hyper_types))
-  for leaf in leaves:
+  found = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(
+      opt_state, is_leaf=lambda x: isinstance(x, hyper_types))[0]:
     if isinstance(leaf, hyper_types) and "learning_rate" in leaf.hyperparams:
-      return jnp.asarray(leaf.hyperparams["learning_rate"], jnp.float32)
-  return None
+      student = next((k.key for k in path if isinstance(k, jax.tree_util.DictKey)), None)
+      found.append((student, jnp.asarray(leaf.hyperparams["learning_rate"], jnp.float32)))
+  if len(found) == 1:
+    return {"learning_rate": found[0][1]}
+  return {f"{student}/learning_rate": rate for student, rate in found if student in students}
 
 
 def make_train_step(
@@ -205,10 +272,13 @@ def make_train_step(
 
   Metrics (float32 scalars unless noted): `loss`, per stream `<stream>/loss`, `<stream>/accuracy`,
   `<stream>/tokens`, `z_loss` when enabled, `grad_norm` (global norm of this batch's gradient
-  before clipping), `learning_rate` (when the optimizer injects it, as `make_optimizer`'s does),
+  before clipping), `learning_rate` (when the optimizer injects it, as `make_optimizer`'s does;
+  `<student>/learning_rate` per student with `make_students_optimizer`),
   and `finite` (bool: loss and gradient norm are finite; the caller decides what to do if not —
   the update has been applied either way).
   """
+
+  trained_students = {stream.student for stream in objective.streams}
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     rng, dropout_rng = jax.random.split(state.rng)
@@ -224,9 +294,7 @@ def make_train_step(
     grad_norm = optax.global_norm(grads)
     metrics = dict(metrics)
     metrics["grad_norm"] = grad_norm
-    learning_rate = _injected_learning_rate(opt_state)
-    if learning_rate is not None:
-      metrics["learning_rate"] = learning_rate
+    metrics.update(_injected_learning_rates(opt_state, trained_students))
     metrics["finite"] = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
     return new_state, metrics

@@ -11,32 +11,41 @@ Run outline (`train(config, workdir)`):
   3. Resume: if `<workdir>/checkpoints/` has a finished checkpoint, the state, the phase and the
      data-iterator position are restored, so the resumed run sees exactly the batches (and dropout
      keys) the uninterrupted run would have; `metrics.jsonl` is cut back to the restored step.
-  4. `train.steps` steps of the donated, jitted step. Every `log_every` steps the interval's mean
-     metrics (loss, per-stream loss/accuracy, learning rate, grad norm, tokens/s, MFU where the
+  4. The phases' steps (below) of the donated, jitted step. Every `log_every` steps the interval's
+     mean metrics (loss, per-stream loss/accuracy, learning rate, grad norm, tokens/s, MFU where the
      device's peak is known) go to `metrics.jsonl` and TensorBoard (process 0 only). Metrics are
      fetched from the device only at log/checkpoint boundaries, so the host keeps queueing steps.
   5. Validation accuracy (`evaluation.evaluate_split` on `data.eval_split`, never test) every
-     `eval_every` steps and at the end; checkpoints every `checkpoint_every` steps and at the end,
-     with the accuracy attached so the best one is kept.
+     `eval_every` steps once every student has started training, and at the end; checkpoints
+     every `checkpoint_every` steps and at the end, with the accuracy attached so the best one is
+     kept.
   6. NaN guard: every step's `finite` flag is checked before any checkpoint and at every log step;
      a non-finite loss raises `NonFiniteLossError` naming the first bad step, and the bad state is
      never saved (the previous checkpoint stays the latest).
   7. Export of the best (highest validation accuracy; else final) students to
      `<workdir>/export/<student>/` as Hugging Face directories with the tokenizer.
 
-Stage-2 rationale source (two_stage, `objective.stage2_rationales`):
-  teacher  one phase: both streams are trained jointly on the teacher's rationales (Sci-CoT).
-  student  two phases of `train.steps` each. Phase "rationale" trains only the rationale student
-           (the answer student is frozen: its optimizer transform is `set_to_zero`). Then the
-           trained rationale student generates (greedy, `eval.max_rationale_length` tokens) one
-           rationale per train question, written to `<workdir>/stage2_rationales.jsonl`; phase
-           "answer" trains only the answer student on `question + student rationale -> answer`, so
-           it learns from the rationales it will see at test time.
+Phases (`plan_phases`). Training is a sequence of phases over one TrainState; a phase is a span
+of global steps, the streams whose loss it trains, and the rows it reads. Each student has its own
+optimizer over the steps of the phases that train it (`train_step.make_students_optimizer`), so
+a student that sits a phase out keeps its parameters and optimizer state exactly.
+  Single-student objectives: one "joint" phase of `train.steps`.
+  two_stage, `objective.stage2_rationales`:
+  teacher  both streams on the teacher's rationales (Sci-CoT). With `train.answer_steps` A less
+           than `train.steps` S: "joint" for steps 0..A, then "rationale" alone for A..S on the
+           same batch sequence, so the rationale student trains exactly as in a joint run of S
+           steps while the answer student (whose stream is learnt early and costs about half of
+           each joint step) is an A-step run. (A > S: the answer stream goes on alone instead.)
+  student  "rationale" (steps 0..S, teacher rows), then the trained rationale student generates
+           (greedy, `eval.max_rationale_length` tokens) one rationale per train question, written
+           to `<workdir>/stage2_rationales.jsonl`, and "answer" (steps S..S+A) trains the answer
+           student on `question + student rationale -> answer`, the rationales it will see at
+           test time.
   mix      as student, but the answer phase trains on the teacher's and the student's rationales
            (both rows for every question).
-  Checkpoint steps count globally across phases (the answer phase ends at 2 * train.steps), and
-  the phase is stored with each checkpoint, so a run interrupted in either phase resumes in it.
-  A shared student (`objective.shared_student`) only supports "teacher".
+  Checkpoint steps count globally across phases, and the phase is stored with each checkpoint, so
+  a run interrupted in any phase resumes in it. A shared student (`objective.shared_student`) has
+  a single optimizer: only "teacher", with answer_steps 0 or train.steps.
 """
 
 from __future__ import annotations
@@ -50,7 +59,6 @@ from typing import Any
 
 import jax
 import numpy as np
-import optax
 
 from sciqa_jax import checkpoints as checkpoints_lib
 from sciqa_jax import input_pipeline
@@ -77,14 +85,20 @@ class NonFiniteLossError(FloatingPointError):
   """The training loss or gradient became NaN/inf."""
 
 
+# Where a phase's rows come from: the cache's (teacher) rationales, or the stage-1 student's.
+TEACHER_ROWS = "teacher"
+STUDENT_ROWS = "student"
+
+
 @dataclasses.dataclass(frozen=True)
 class Phase:
-  """A span of training steps with the streams it trains and the students it updates."""
+  """Steps `start .. end - 1` train `streams` on the rows of `rows` (see the module docstring)."""
 
   name: str  # "joint" | "rationale" | "answer"
   streams: tuple[Stream, ...]
-  trainable: tuple[str, ...]
-  index: int
+  start: int
+  end: int
+  rows: str  # TEACHER_ROWS | STUDENT_ROWS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,30 +144,62 @@ def _fmt(value) -> str:
 # ---- planning --------------------------------------------------------------------------------
 
 
-def plan_phases(objective: Objective) -> list[Phase]:
-  """The training phases of an objective (see the module docstring)."""
-  if objective.name != TWO_STAGE or objective.stage2_rationales == "teacher":
-    return [Phase("joint", objective.streams, objective.students, 0)]
+def plan_phases(objective: Objective, steps: int, answer_steps: int = 0) -> list[Phase]:
+  """The training phases of an objective (see the module docstring); `answer_steps` 0 = `steps`."""
+  if steps < 1 or answer_steps < 0:
+    raise ValueError(f"train.steps={steps} must be >= 1 and train.answer_steps={answer_steps} "
+                     ">= 0")
+  answer_steps = answer_steps or steps
+  if objective.name != TWO_STAGE:
+    return [Phase("joint", objective.streams, 0, steps, TEACHER_ROWS)]
   if objective.shared_student:
-    raise ValueError(f"objective.stage2_rationales={objective.stage2_rationales!r} needs two "
-                     "students; set objective.shared_student=False or stage2_rationales='teacher'")
+    if objective.stage2_rationales != "teacher":
+      raise ValueError(f"objective.stage2_rationales={objective.stage2_rationales!r} needs two "
+                       "students; set objective.shared_student=False or stage2_rationales='teacher'")
+    if answer_steps != steps:
+      raise ValueError(f"train.answer_steps={answer_steps} needs two students (one student trains "
+                       "both streams for train.steps); set objective.shared_student=False or "
+                       "train.answer_steps=0")
+    return [Phase("joint", objective.streams, 0, steps, TEACHER_ROWS)]
   by_name = {stream.name: stream for stream in objective.streams}
-  return [Phase(RATIONALE, (by_name[RATIONALE],), (by_name[RATIONALE].student,), 0),
-          Phase(ANSWER, (by_name[ANSWER],), (by_name[ANSWER].student,), 1)]
+  rationale, answer = by_name[RATIONALE], by_name[ANSWER]
+  if objective.stage2_rationales != "teacher":
+    return [Phase(RATIONALE, (rationale,), 0, steps, TEACHER_ROWS),
+            Phase(ANSWER, (answer,), steps, steps + answer_steps, STUDENT_ROWS)]
+  both = min(steps, answer_steps)
+  phases = [Phase("joint", (rationale, answer), 0, both, TEACHER_ROWS)]
+  if steps > both:
+    phases.append(Phase(RATIONALE, (rationale,), both, steps, TEACHER_ROWS))
+  if answer_steps > both:
+    phases.append(Phase(ANSWER, (answer,), both, answer_steps, TEACHER_ROWS))
+  return phases
 
 
-def phase_optimizer(train_config, phase: Phase, students: tuple[str, ...]):
-  """`make_optimizer`'s transform on the phase's students; the other students are frozen."""
-  optimizer = train_step_lib.make_optimizer(train_config)
-  if set(phase.trainable) == set(students):
-    return optimizer
-  trainable = set(phase.trainable)
+def student_spans(phases: list[Phase]) -> dict[str, tuple[int, int]]:
+  """{student: (first step, end step)} of the phases that train it (contiguous by construction)."""
+  spans: dict[str, tuple[int, int]] = {}
+  for phase in phases:
+    for stream in phase.streams:
+      start, end = spans.get(stream.student, (phase.start, phase.end))
+      spans[stream.student] = (min(start, phase.start), max(end, phase.end))
+  return spans
 
-  def labels(params):
-    return {student: jax.tree.map(lambda _, s=student: "train" if s in trainable else "frozen",
-                                  tree) for student, tree in params.items()}
 
-  return optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, labels)
+def is_validation_step(step: int, phases: list[Phase], eval_every: int) -> bool:
+  """At the end of the run, and every `eval_every` steps once every student has started training:
+  validation scores the whole pipeline (stage 2 on student rationales starts after stage 1)."""
+  if step == phases[-1].end:
+    return True
+  every_student_started = max(start for start, _ in student_spans(phases).values())
+  return bool(eval_every) and step > every_student_started and step % eval_every == 0
+
+
+def make_run_optimizer(train_config, phases: list[Phase]):
+  """`make_optimizer` for one student; one optimizer per student over its span for several."""
+  spans = student_spans(phases)
+  if len(spans) == 1:
+    return train_step_lib.make_optimizer(train_config)
+  return train_step_lib.make_students_optimizer(train_config, spans)
 
 
 def device_peak_flops(device: jax.Device) -> float | None:
@@ -400,8 +446,7 @@ def train(config, workdir: str) -> TrainSummary:
   is_writer = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   objective = Objective.from_config(config.objective)
-  phases = plan_phases(objective)
-  steps = int(config.train.steps)
+  phases = plan_phases(objective, int(config.train.steps), int(config.train.answer_steps))
   config_dict = _config_dict(config)
 
   checkpointer = checkpoints_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
@@ -429,10 +474,7 @@ def train(config, workdir: str) -> TrainSummary:
   batch_sharding = sharding.batch_sharding(mesh)
   rng = jax.random.key(config.seed + 1)
 
-  phase_index, resume_step = 0, latest
-  if latest is not None:
-    phase_index = checkpointer.read_meta(latest)["phase_index"]
-
+  resume_step = latest
   validation = _validation_examples(config)
   writer = MetricWriter(workdir, is_writer, resume_step=resume_step)
   peak = device_peak_flops(jax.devices()[0])
@@ -441,46 +483,55 @@ def train(config, workdir: str) -> TrainSummary:
   truncation: dict[str, str] = {}
   summary_loss, tokens_per_sec, mfu = None, None, None
   compilations = 0
-  params = None
-  global_step = 0
+  # Rows and their batch iterator per row source; phases on the same rows share the iterator, so
+  # a phase that continues another one continues its batch sequence.
+  data: dict[str, tuple[input_pipeline.TokenizedRows, input_pipeline.BatchIterator]] = {}
 
   try:
-    for phase in phases[phase_index:]:
-      phase_end = (phase.index + 1) * steps
-      optimizer = phase_optimizer(config.train, phase, objective.students)
-      # The next phase starts from the previous one's params (the frozen student included).
-      source = params if params is not None else init
-      make_state = lambda p: train_step_lib.create_train_state(p, optimizer, rng)
-      abstract_state = jax.eval_shape(make_state, source)
-      shardings = sharding.state_shardings(abstract_state, mesh, config.train.parallelism)
-      state = jax.jit(make_state, out_shardings=shardings)(source)
+    # ---- the one TrainState of the run (restored if there is a checkpoint) ----
+    optimizer = make_run_optimizer(config.train, phases)
+    make_state = lambda p: train_step_lib.create_train_state(p, optimizer, rng)
+    abstract_state = jax.eval_shape(make_state, init)
+    shardings = sharding.state_shardings(abstract_state, mesh, config.train.parallelism)
+    state = jax.jit(make_state, out_shardings=shardings)(init)
+    del init
+    phase_index, global_step, data_state = 0, 0, None
+    if latest is not None:
+      restored = checkpointer.restore(latest, state, shardings, config=config_dict)
+      state, global_step = restored.state, latest
+      phase_index = restored.meta["phase_index"]
+      data_state = restored.data_state[f"process_{jax.process_index()}"]
 
-      # Rows of this phase.
-      if phase.name == ANSWER:
-        pairs = stage2_pairs(config, workdir, jax.device_get(state.params), model, tokenizer,
-                             objective, teacher_pairs, is_writer)
-      else:
-        pairs = teacher_pairs
-      rows = input_pipeline.tokenize_rows(
-          pairs, objective, tokenizer, max_input_length=config.train.max_input_length,
-          max_target_length=config.train.max_target_length,
-          streams=[s.name for s in phase.streams])
-      for name, stats in rows.stats.items():
-        truncation[f"{phase.name}/{name}"] = stats.describe(name)
-        if is_writer:
-          log.info("phase %s, %s", phase.name, stats.describe(name))
-      iterator = input_pipeline.BatchIterator(
-          rows, global_batch_size=config.train.batch_size, seed=config.seed + phase.index,
-          process_index=jax.process_index(), process_count=jax.process_count())
+    for index, phase in enumerate(phases):
+      if index < phase_index:
+        continue
+      if phase.rows not in data:
+        if phase.rows == STUDENT_ROWS:
+          pairs = stage2_pairs(config, workdir, jax.device_get(state.params), model, tokenizer,
+                               objective, teacher_pairs, is_writer)
+        else:
+          pairs = teacher_pairs
+        streams = list(dict.fromkeys(s.name for p in phases if p.rows == phase.rows
+                                     for s in p.streams))
+        rows = input_pipeline.tokenize_rows(
+            pairs, objective, tokenizer, max_input_length=config.train.max_input_length,
+            max_target_length=config.train.max_target_length, streams=streams)
+        for name, stats in rows.stats.items():
+          truncation[f"{phase.rows}/{name}"] = stats.describe(name)
+          if is_writer:
+            log.info("%s rows, %s", phase.rows, stats.describe(name))
+        iterator = input_pipeline.BatchIterator(
+            rows, global_batch_size=config.train.batch_size,
+            seed=config.seed + (phase.rows == STUDENT_ROWS),
+            process_index=jax.process_index(), process_count=jax.process_count())
+        data[phase.rows] = rows, iterator
+      rows, iterator = data[phase.rows]
+      if data_state is not None:
+        iterator.set_state(data_state)
+        data_state = None
+      global_step = max(global_step, phase.start)
 
-      start = phase.index * steps
-      if latest is not None and latest > start:
-        restored = checkpointer.restore(latest, state, shardings, config=config_dict)
-        state = restored.state
-        iterator.set_state(restored.data_state[f"process_{jax.process_index()}"])
-        start, latest = latest, None
-      global_step = start
-
+      stream_names = [stream.name for stream in phase.streams]
       view = _StreamsView(objective.name, phase.streams)
       step_fn = sharding.jit_train_step(
           train_step_lib.make_train_step(model, optimizer, view,
@@ -489,10 +540,9 @@ def train(config, workdir: str) -> TrainSummary:
           shardings, batch_sharding)
       flops_per_step = config.train.batch_size * train_flops_per_row(
           jax.eval_shape(lambda s: s.params, abstract_state), phase.streams,
-          {name: (f["input_ids"].shape[1], f["labels"].shape[1])
-           for name, f in rows.arrays.items()})
-      meta = dict(meta_base, phase=phase.name, phase_index=phase.index)
-      final_phase = phase is phases[-1]
+          {name: (rows.arrays[name]["input_ids"].shape[1], rows.arrays[name]["labels"].shape[1])
+           for name in stream_names})
+      meta = dict(meta_base, phase=phase.name, phase_index=index)
 
       history: list[tuple[int, Any]] = []  # (step, device metrics) not yet fetched
       interval: list[dict] = []
@@ -516,8 +566,9 @@ def train(config, workdir: str) -> TrainSummary:
           return _mean_metrics(interval)
         return None
 
-      while global_step < phase_end:
-        batch = next(iterator)
+      while global_step < phase.end:
+        batch = {name: features for name, features in next(iterator).items()
+                 if name in stream_names}
         timer_tokens += _real_tokens(batch) * jax.process_count()
         state, metrics = step_fn(state, sharding.shard_batch(batch, mesh))
         global_step += 1
@@ -528,11 +579,10 @@ def train(config, workdir: str) -> TrainSummary:
           timer_start, timer_tokens, timer_steps = time.perf_counter(), 0, 0
         else:
           timer_steps += 1
-        is_last = global_step == phase_end
+        is_last = global_step == phase.end
         do_log = global_step % config.train.log_every == 0 or is_last
-        do_eval = (final_phase and validation is not None and
-                   ((config.train.eval_every and global_step % config.train.eval_every == 0) or
-                    is_last))
+        do_eval = validation is not None and is_validation_step(global_step, phases,
+                                                                config.train.eval_every)
         do_save = global_step % config.train.checkpoint_every == 0 or is_last or do_eval
         if not (do_log or do_save):
           continue
@@ -554,11 +604,11 @@ def train(config, workdir: str) -> TrainSummary:
           val_accuracy = _validate(state.params, model, tokenizer, objective, validation, config)
           writer.write(global_step, "validation", {"accuracy": val_accuracy})
         if do_save:
-          data_state = checkpoints_lib.gather_data_states(iterator.get_state())
-          checkpointer.save(global_step, state, meta=meta, data_state=data_state,
+          data_state_now = checkpoints_lib.gather_data_states(iterator.get_state())
+          checkpointer.save(global_step, state, meta=meta, data_state=data_state_now,
                             val_accuracy=val_accuracy)
       compilations += step_fn._cache_size()  # pylint: disable=protected-access
-      params = state.params
+    params = state.params
     checkpointer.wait()
 
     # Checkpoints with a validation accuracy are ranked by it (across restarts, from orbax's

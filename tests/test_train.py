@@ -108,21 +108,83 @@ def test_every_objective_learns_with_one_compilation(cache_dir, tokenizer_dir, t
 
 
 def test_stage2_on_student_rationales(cache_dir, tokenizer_dir, tmp_path):
-  c = tiny_config(cache_dir, steps=4, checkpoint_every=4, log_every=2)
+  c = tiny_config(cache_dir, steps=4, answer_steps=2, checkpoint_every=4, log_every=2)
   c.objective.stage2_rationales = "mix"
   summary = trainer.train(c, workdir_with_tokenizer(tokenizer_dir, tmp_path))
-  assert summary.final_step == 8  # rationale phase 1-4, answer phase 5-8
+  assert summary.final_step == 6  # rationale phase 1-4, answer phase 5-6
   with open(tmp_path / "stage2_rationales.jsonl") as f:
     assert len(f.readlines()) == NUM_EXAMPLES
   # The answer phase trains on 2 teacher + 1 student rationale per question.
-  assert f"{3 * NUM_EXAMPLES} rows" in summary.truncation["answer/answer"]
+  assert f"{3 * NUM_EXAMPLES} rows" in summary.truncation["student/answer"]
   manager = ckpt.Checkpointer(str(tmp_path), read_only=True)
-  first, second = manager.restore_params(4), manager.restore_params(8)
+  first, second = manager.restore_params(4), manager.restore_params(6)
   manager.close()
-  same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a),
-                                                                 jax.tree.leaves(b)))
-  assert same(first["rationale"], second["rationale"])  # frozen in the answer phase
-  assert not same(first["answer"], second["answer"])
+  assert _same(first["rationale"], second["rationale"])  # frozen in the answer phase
+  assert not _same(first["answer"], second["answer"])
+
+
+def _same(a, b) -> bool:
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_plan_phases():
+  from sciqa_jax.objectives import Objective
+  plan = lambda objective, *steps: [(p.name, p.start, p.end, p.rows)
+                                    for p in trainer.plan_phases(objective, *steps)]
+  two_stage = Objective("two_stage")
+  assert plan(two_stage, 8) == plan(two_stage, 8, 8) == [("joint", 0, 8, "teacher")]
+  assert plan(two_stage, 8, 3) == [("joint", 0, 3, "teacher"), ("rationale", 3, 8, "teacher")]
+  assert plan(two_stage, 3, 8) == [("joint", 0, 3, "teacher"), ("answer", 3, 8, "teacher")]
+  staged = Objective("two_stage", stage2_rationales="student")
+  assert plan(staged, 8, 3) == [("rationale", 0, 8, "teacher"), ("answer", 8, 11, "student")]
+  assert trainer.student_spans(trainer.plan_phases(staged, 8, 3)) == {"rationale": (0, 8),
+                                                                       "answer": (8, 11)}
+  assert trainer.student_spans(trainer.plan_phases(two_stage, 8, 3)) == {"rationale": (0, 8),
+                                                                          "answer": (0, 3)}
+  # Validation (of the whole pipeline) waits for stage 2 to start, and always ends the run.
+  validation_steps = lambda phases: [step for step in range(1, phases[-1].end + 1)
+                                     if trainer.is_validation_step(step, phases, 2)]
+  assert validation_steps(trainer.plan_phases(staged, 8, 3)) == [10, 11]
+  assert validation_steps(trainer.plan_phases(two_stage, 8, 3)) == [2, 4, 6, 8]
+  # One student has no separate answer budget.
+  assert plan(Objective("answer_only"), 8, 3) == [("joint", 0, 8, "teacher")]
+  with pytest.raises(ValueError, match="train.answer_steps=3 needs two students"):
+    trainer.plan_phases(Objective("two_stage", shared_student=True), 8, 3)
+  with pytest.raises(ValueError, match="train.steps=0"):
+    trainer.plan_phases(two_stage, 0)
+
+
+def test_answer_budget_freezes_the_answer_student_and_resumes_after_the_boundary(
+    cache_dir, tokenizer_dir, tmp_path):
+  c = tiny_config(cache_dir, steps=8, answer_steps=4, checkpoint_every=2, log_every=2,
+                  keep_checkpoints=4)
+  run = workdir_with_tokenizer(tokenizer_dir, tmp_path / "run")
+  summary = trainer.train(c, run)
+  assert summary.final_step == 8
+  assert summary.train_step_compilations == 2  # joint steps 1-4, rationale alone 5-8
+  rows = read_metrics(run)
+  assert [(r["step"], "answer/loss" in r, "answer/learning_rate" in r, "rationale/loss" in r)
+          for r in rows] == [(2, True, True, True), (4, True, True, True),
+                             (6, False, False, True), (8, False, False, True)]
+  manager = ckpt.Checkpointer(run, read_only=True)
+  params = {step: manager.restore_params(step) for step in (4, 6, 8)}
+  manager.close()
+  assert _same(params[4]["answer"], params[8]["answer"])
+  assert not _same(params[4]["rationale"], params[8]["rationale"])
+
+  # Killed after step 6's checkpoint: the resumed run restores into the rationale-alone phase
+  # (its batch iterator continues the joint phase's) and ends where the uninterrupted run did.
+  resumed = tmp_path / "resumed"
+  shutil.copytree(run, resumed)
+  shutil.rmtree(resumed / "checkpoints" / "8")
+  again = trainer.train(c, str(resumed))
+  assert again.resumed_from == 6 and again.final_step == 8
+  manager = ckpt.Checkpointer(str(resumed), read_only=True)
+  final = manager.restore_params(8)
+  manager.close()
+  for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(params[8])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+  assert read_metrics(resumed)[-1]["loss"] == pytest.approx(rows[-1]["loss"], rel=1e-6)
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(cache_dir, tokenizer_dir, tmp_path):

@@ -25,7 +25,7 @@ from sciqa_jax.losses import objective_loss, token_cross_entropy
 from sciqa_jax.models.t5 import T5, T5Config, init_params
 from sciqa_jax.objectives import Objective
 from sciqa_jax.train_step import (TrainState, create_train_state, make_eval_step, make_optimizer,
-                                  make_schedule, make_train_step)
+                                  make_schedule, make_students_optimizer, make_train_step)
 
 VOCAB = 64
 # Cheap compilation for tests only (numerics are the same up to float reassociation).
@@ -207,6 +207,45 @@ def test_position_bias_lr_scale_multiplies_only_the_position_bias_updates(optimi
     assert float(jnp.abs(plain["student"][stack]["relative_attention_bias"]).max()) > 0
   np.testing.assert_array_equal(scaled["student"]["encoder"]["block_0"]["q"]["kernel"],
                                 plain["student"]["encoder"]["block_0"]["q"]["kernel"])
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adafactor"])
+def test_students_optimizer_is_a_standalone_run_per_student_over_its_span(optimizer):
+  """Each student's updates are exactly those of `make_optimizer` run alone for its span's length
+  (schedule, clipping by its own norm, moments), and zero outside the span."""
+  overrides = dict(optimizer=optimizer, learning_rate=1e-2, schedule="cosine", warmup_steps=2,
+                   steps=8, weight_decay=0.1, grad_clip_norm=1.0)
+  spans = {"early": (0, 4), "whole": (0, 8), "late": (4, 8)}
+  student = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": jnp.linspace(0.0, 1.0, 4)}
+  params = {name: student for name in spans}
+  # "whole" gets gradients far above the clipping norm: clipping them jointly would shrink the
+  # other students' updates.
+  scale = {"early": 1.0, "whole": 50.0, "late": 1.0}
+  grads = [{name: jax.tree.map(lambda p, i=i, n=name: scale[n] * jnp.sin((i + 1) * p + 0.3), tree)
+            for name, tree in params.items()} for i in range(8)]
+  tx = make_students_optimizer(make_train_config(**overrides), spans)
+  state = tx.init(params)
+  got = []
+  for g in grads:
+    updates, state = tx.update(g, state, params)
+    got.append(updates)
+  for name, (start, end) in spans.items():
+    alone = make_optimizer(make_train_config(**dict(overrides, steps=end - start)))
+    alone_state = alone.init(student)
+    for i in range(8):
+      if start <= i < end:
+        want, alone_state = alone.update(grads[i][name], alone_state, student)
+        for a, b in zip(jax.tree.leaves(got[i][name]), jax.tree.leaves(want)):
+          np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8, err_msg=f"{name} call {i}")
+        assert i == start or float(optax.global_norm(want)) > 0  # warmup starts at rate 0
+      else:
+        assert float(optax.global_norm(got[i][name])) == 0.0, (name, i)
+
+
+def test_students_optimizer_needs_a_span_for_every_student():
+  tx = make_students_optimizer(make_train_config(steps=4), {"rationale": (0, 4)})
+  with pytest.raises(ValueError, match="answer"):
+    tx.init({"rationale": {"w": jnp.ones(2)}, "answer": {"w": jnp.ones(2)}})
 
 
 def _copy_last_token_batch(rs: np.random.RandomState, batch_size: int, length: int = 16,
