@@ -104,20 +104,20 @@ def _path_name(path) -> str:
   return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def first_shape_difference(saved: dict, current: dict) -> str | None:
-  """A message naming the first tensor whose path or shape differs between two params trees."""
+def first_shape_difference(saved: dict, current: dict, item: str = "params") -> str | None:
+  """A message naming the first tensor of `item` whose path or shape differs between two trees."""
   saved_leaves = {_path_name(p): tuple(x.shape)
                   for p, x in jax.tree_util.tree_leaves_with_path(saved)}
   current_leaves = {_path_name(p): tuple(x.shape)
                     for p, x in jax.tree_util.tree_leaves_with_path(current)}
   for name in sorted(set(saved_leaves) | set(current_leaves)):
     if name not in saved_leaves:
-      return f"tensor params/{name} {current_leaves[name]} is not in the checkpoint"
+      return f"tensor {item}/{name} {current_leaves[name]} is not in the checkpoint"
     if name not in current_leaves:
-      return f"checkpoint tensor params/{name} {saved_leaves[name]} is not in the current model"
+      return f"checkpoint tensor {item}/{name} {saved_leaves[name]} is not in the current run"
     if saved_leaves[name] != current_leaves[name]:
-      return (f"tensor params/{name} has shape {saved_leaves[name]} in the checkpoint but "
-              f"{current_leaves[name]} in the current model")
+      return (f"tensor {item}/{name} has shape {saved_leaves[name]} in the checkpoint but "
+              f"{current_leaves[name]} in the current run")
   return None
 
 
@@ -203,10 +203,16 @@ class Checkpointer:
     check_compatible(meta["config"], config)
     target_params, target_rest = _to_savable(target_state)
     shard_params, shard_rest = _to_savable(shardings)
-    difference = first_shape_difference(self.saved_param_shapes(step), target_params)
-    if difference:
-      raise CheckpointMismatchError(f"checkpoint step {step} in {self.directory} does not fit: "
-                                    f"{difference}")
+    saved = self.manager.item_metadata(step)
+    for item, target, hint in (
+        ("params", target_params, ""),
+        ("train", target_rest, " (the optimizer state is laid out differently: another "
+         "train.optimizer, train.grad_clip_norm on/off, train.grad_accum_steps, or a checkpoint "
+         "from another sciqa-jax version)")):
+      difference = first_shape_difference(saved[item], target, item)
+      if difference:
+        raise CheckpointMismatchError(f"checkpoint step {step} in {self.directory} does not fit: "
+                                      f"{difference}{hint}")
     restored = self.manager.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(_abstract(target_params, shard_params)),
         train=ocp.args.StandardRestore(_abstract(target_rest, shard_rest)),

@@ -13,10 +13,11 @@ from sciqa_jax import train_step as ts
 from sciqa_jax.config import base_config
 
 
-def _state(width=8, seed=0):
+def _state(width=8, seed=0, optimizer="adafactor"):
   params = {"answer": {"dense": {"kernel": jax.random.normal(jax.random.key(seed), (width, 4))},
                        "norm": {"scale": jnp.ones((4,))}}}
   c = base_config()
+  c.train.optimizer = optimizer
   return ts.create_train_state(params, ts.make_optimizer(c.train), jax.random.key(seed + 1))
 
 
@@ -96,4 +97,10 @@ def test_mismatched_model_or_objective_is_named(tmp_path):
   config["objective"]["name"] = "answer_only"
   with pytest.raises(ckpt.CheckpointMismatchError, match="objective.name='two_stage'"):
     manager.restore(1, _state(), shardings, config=config)
+  # Same params, another optimizer: its state is named instead of orbax's tree dump.
+  adamw = _state(optimizer="adamw")
+  with pytest.raises(ckpt.CheckpointMismatchError,
+                     match=r"train/opt_state/.*/mu/answer/dense/kernel .*train.optimizer"):
+    manager.restore(1, adamw, sharding.state_shardings(adamw, mesh, "data"),
+                    config=base_config().to_dict())
   manager.close()
