@@ -20,8 +20,9 @@ Retention uses `preservation_policy` (the non-deprecated API): `LatestN(keep)` O
 
 Restores are resharded onto the *current* mesh: the target is a tree of `jax.ShapeDtypeStruct`s
 carrying the NamedShardings of the live state. Before reading arrays, the saved config's model and
-objective sections and the saved parameter shapes are compared with the current run, so restoring
-the wrong checkpoint fails with a message naming the differing key or tensor.
+objective sections and the saved tensor shapes (parameters and optimizer state) are compared with
+the current run, so restoring the wrong checkpoint fails with a message naming the differing key or
+tensor.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ VAL_METRIC = "val_accuracy"
 
 
 class CheckpointMismatchError(ValueError):
-  """The checkpoint was made for another model shape or objective than the current run."""
+  """The checkpoint was made for another model shape, objective, optimizer or phase plan."""
 
 
 @dataclasses.dataclass

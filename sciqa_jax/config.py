@@ -80,10 +80,10 @@ def base_config() -> ml_collections.ConfigDict:
   # ---- training (train.py) -----------------------------------------------------------------
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1000
-  # two_stage with two students: the answer student's own number of steps (0 = train.steps).
-  # Its stream is cheap to learn and costly per step; fewer steps leave the rationale student's
-  # training unchanged (sciqa_jax/trainer.py). Single-student objectives have no answer student
-  # and ignore it, as they ignore objective.stage2_rationales.
+  # Steps of a student whose only job is answering (0 = train.steps): two_stage's answer student
+  # (with two students; the rationale student still trains for train.steps, unchanged) and the
+  # answer_only baseline, so the baseline can get the same budget. fine_tune_cot, step_by_step
+  # and a shared two_stage student answer and explain with one model: train.steps.
   c.train.answer_steps = 0
   c.train.batch_size = 32  # global batch, split over hosts and devices
   c.train.max_input_length = 256

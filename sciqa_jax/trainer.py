@@ -13,7 +13,7 @@ Run outline (`train(config, workdir)`):
      keys) the uninterrupted run would have; `metrics.jsonl` is cut back to the restored step.
   4. The phases' steps (below) of the donated, jitted step. Every `log_every` steps the interval's
      mean metrics (loss, per-stream loss/accuracy, learning rate, grad norm, tokens/s, MFU where the
-     device's peak is known) go to `metrics.jsonl` and TensorBoard (process 0 only). Metrics are
+     device's peak is known; `loss` sums the phase's streams, so it drops where a stream stops) go to `metrics.jsonl` and TensorBoard (process 0 only). Metrics are
      fetched from the device only at log/checkpoint boundaries, so the host keeps queueing steps.
   5. Validation accuracy (`evaluation.evaluate_split` on `data.eval_split`, never test) every
      `eval_every` steps once every student has started training, and at the end; checkpoints
@@ -29,7 +29,8 @@ Phases (`plan_phases`). Training is a sequence of phases over one TrainState; a 
 of global steps, the streams whose loss it trains, and the rows it reads. Each student has its own
 optimizer over the steps of the phases that train it (`train_step.make_students_optimizer`), so
 a student that sits a phase out keeps its parameters and optimizer state exactly.
-  Single-student objectives: one "joint" phase of `train.steps`.
+  Single-student objectives: one "joint" phase of `train.steps` (answer_only: of
+  `train.answer_steps` when set, the budget of a student whose only job is answering).
   two_stage, `objective.stage2_rationales`:
   teacher  both streams on the teacher's rationales (Sci-CoT). With `train.answer_steps` A less
            than `train.steps` S: "joint" for steps 0..A, then "rationale" alone for A..S on the
@@ -44,8 +45,8 @@ a student that sits a phase out keeps its parameters and optimizer state exactly
   mix      as student, but the answer phase trains on the teacher's and the student's rationales
            (both rows for every question).
   Checkpoint steps count globally across phases, and the phase is stored with each checkpoint, so
-  a run interrupted in any phase resumes in it. A shared student (`objective.shared_student`) has
-  a single optimizer: only "teacher", with answer_steps 0 or train.steps.
+  a run interrupted in any phase resumes in it. A shared student (`objective.shared_student`)
+  explains and answers with one model: one "joint" phase of `train.steps`, teacher rationales only.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ from sciqa_jax import checkpoints as checkpoints_lib
 from sciqa_jax import input_pipeline
 from sciqa_jax import sharding
 from sciqa_jax import train_step as train_step_lib
-from sciqa_jax.objectives import ANSWER, RATIONALE, TWO_STAGE, Objective, Stream
+from sciqa_jax.objectives import ANSWER, ANSWER_ONLY, RATIONALE, TWO_STAGE, Objective, Stream
 
 log = logging.getLogger(__name__)
 
@@ -150,16 +151,14 @@ def plan_phases(objective: Objective, steps: int, answer_steps: int = 0) -> list
     raise ValueError(f"train.steps={steps} must be >= 1 and train.answer_steps={answer_steps} "
                      ">= 0")
   answer_steps = answer_steps or steps
+  if objective.name == ANSWER_ONLY:
+    return [Phase("joint", objective.streams, 0, answer_steps, TEACHER_ROWS)]
   if objective.name != TWO_STAGE:
     return [Phase("joint", objective.streams, 0, steps, TEACHER_ROWS)]
   if objective.shared_student:
     if objective.stage2_rationales != "teacher":
       raise ValueError(f"objective.stage2_rationales={objective.stage2_rationales!r} needs two "
                        "students; set objective.shared_student=False or stage2_rationales='teacher'")
-    if answer_steps != steps:
-      raise ValueError(f"train.answer_steps={answer_steps} needs two students (one student trains "
-                       "both streams for train.steps); set objective.shared_student=False or "
-                       "train.answer_steps=0")
     return [Phase("joint", objective.streams, 0, steps, TEACHER_ROWS)]
   by_name = {stream.name: stream for stream in objective.streams}
   rationale, answer = by_name[RATIONALE], by_name[ANSWER]
@@ -198,7 +197,10 @@ def make_run_optimizer(train_config, phases: list[Phase]):
   """`make_optimizer` for one student; one optimizer per student over its span for several."""
   spans = student_spans(phases)
   if len(spans) == 1:
-    return train_step_lib.make_optimizer(train_config)
+    (steps,) = (end for start, end in spans.values())  # one student trains from step 0
+    single = train_config.copy_and_resolve_references()
+    single.steps = steps
+    return train_step_lib.make_optimizer(single)
   return train_step_lib.make_students_optimizer(train_config, spans)
 
 
@@ -478,8 +480,9 @@ def train(config, workdir: str) -> TrainSummary:
   validation = _validation_examples(config)
   writer = MetricWriter(workdir, is_writer, resume_step=resume_step)
   peak = device_peak_flops(jax.devices()[0])
+  plan = [[phase.name, phase.start, phase.end] for phase in phases]
   meta_base = {"config": config_dict, "t5_config": model_config.to_hf(),
-               "students": list(objective.students)}
+               "students": list(objective.students), "phases": plan}
   truncation: dict[str, str] = {}
   summary_loss, tokens_per_sec, mfu = None, None, None
   compilations = 0
@@ -499,6 +502,13 @@ def train(config, workdir: str) -> TrainSummary:
     if latest is not None:
       restored = checkpointer.restore(latest, state, shardings, config=config_dict)
       state, global_step = restored.state, latest
+      if restored.meta.get("phases") != plan:
+        # The phase and the optimizer spans a checkpoint is in depend on these settings.
+        raise checkpoints_lib.CheckpointMismatchError(
+            f"checkpoint step {latest} in {workdir} was made for the phases "
+            f"{restored.meta.get('phases')} (name, start, end) but this run plans {plan}: "
+            "train.steps, train.answer_steps or objective.stage2_rationales changed; use another "
+            "--workdir or the same settings")
       phase_index = restored.meta["phase_index"]
       data_state = restored.data_state[f"process_{jax.process_index()}"]
 
@@ -507,7 +517,7 @@ def train(config, workdir: str) -> TrainSummary:
         continue
       if phase.rows not in data:
         if phase.rows == STUDENT_ROWS:
-          pairs = stage2_pairs(config, workdir, jax.device_get(state.params), model, tokenizer,
+          pairs = stage2_pairs(config, workdir, _host_params(state.params), model, tokenizer,
                                objective, teacher_pairs, is_writer)
         else:
           pairs = teacher_pairs

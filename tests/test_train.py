@@ -146,12 +146,33 @@ def test_plan_phases():
                                      if trainer.is_validation_step(step, phases, 2)]
   assert validation_steps(trainer.plan_phases(staged, 8, 3)) == [10, 11]
   assert validation_steps(trainer.plan_phases(two_stage, 8, 3)) == [2, 4, 6, 8]
-  # One student has no separate answer budget.
-  assert plan(Objective("answer_only"), 8, 3) == [("joint", 0, 8, "teacher")]
-  with pytest.raises(ValueError, match="train.answer_steps=3 needs two students"):
-    trainer.plan_phases(Objective("two_stage", shared_student=True), 8, 3)
+  # The answer-only baseline gets the answer budget; a student that also explains, train.steps.
+  assert plan(Objective("answer_only"), 8, 3) == [("joint", 0, 3, "teacher")]
+  assert plan(Objective("answer_only"), 8) == [("joint", 0, 8, "teacher")]
+  for one_student in (Objective("fine_tune_cot"), Objective("two_stage", shared_student=True)):
+    assert plan(one_student, 8, 3) == [("joint", 0, 8, "teacher")]
+  with pytest.raises(ValueError, match="needs two students"):
+    trainer.plan_phases(Objective("two_stage", shared_student=True,
+                                  stage2_rationales="student"), 8)
   with pytest.raises(ValueError, match="train.steps=0"):
     trainer.plan_phases(two_stage, 0)
+
+
+def test_answer_only_baseline_optimizer_spans_the_answer_budget():
+  from sciqa_jax.objectives import Objective
+  from sciqa_jax.train_step import make_optimizer
+  c = base_config()
+  c.train.optimizer, c.train.schedule, c.train.steps, c.train.warmup_steps = "adamw", "cosine", 8, 0
+  tx = trainer.make_run_optimizer(c.train, trainer.plan_phases(Objective("answer_only"), 8, 3))
+  c.train.steps = 3
+  alone = make_optimizer(c.train)  # what a 3-step run would use
+  params = {"student": {"w": np.linspace(-1.0, 1.0, 6, dtype=np.float32)}}
+  state, alone_state = tx.init(params), alone.init(params)
+  for i in range(3):
+    grads = jax.tree.map(lambda p, i=i: np.sin((i + 1) * p), params)
+    got, state = tx.update(grads, state, params)
+    want, alone_state = alone.update(grads, alone_state, params)
+    np.testing.assert_allclose(got["student"]["w"], want["student"]["w"], rtol=1e-6)
 
 
 def test_answer_budget_freezes_the_answer_student_and_resumes_after_the_boundary(
@@ -185,6 +206,10 @@ def test_answer_budget_freezes_the_answer_student_and_resumes_after_the_boundary
   for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(params[8])):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
   assert read_metrics(resumed)[-1]["loss"] == pytest.approx(rows[-1]["loss"], rel=1e-6)
+  # Another answer budget would put the checkpoint in another phase: refused, naming the keys.
+  c.train.answer_steps = 0
+  with pytest.raises(ckpt.CheckpointMismatchError, match="train.answer_steps"):
+    trainer.train(c, str(resumed))
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(cache_dir, tokenizer_dir, tmp_path):
