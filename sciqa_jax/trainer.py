@@ -13,8 +13,9 @@ Run outline (`train(config, workdir)`):
      keys) the uninterrupted run would have; `metrics.jsonl` is cut back to the restored step.
   4. The phases' steps (below) of the donated, jitted step. Every `log_every` steps the interval's
      mean metrics (loss, per-stream loss/accuracy, learning rate, grad norm, tokens/s, MFU where the
-     device's peak is known; `loss` sums the phase's streams, so it drops where a stream stops) go to `metrics.jsonl` and TensorBoard (process 0 only). Metrics are
-     fetched from the device only at log/checkpoint boundaries, so the host keeps queueing steps.
+     device's peak is known; `loss` sums the phase's streams, so it drops where a stream stops)
+     go to `metrics.jsonl` and TensorBoard (process 0 only). Metrics are fetched from the device
+     only at log/checkpoint boundaries, so the host keeps queueing steps.
   5. Validation accuracy (`evaluation.evaluate_split` on `data.eval_split`, never test) every
      `eval_every` steps once every student has started training, and at the end; checkpoints
      every `checkpoint_every` steps and at the end, with the accuracy attached so the best one is
@@ -500,15 +501,20 @@ def train(config, workdir: str) -> TrainSummary:
     del init
     phase_index, global_step, data_state = 0, 0, None
     if latest is not None:
-      restored = checkpointer.restore(latest, state, shardings, config=config_dict)
-      state, global_step = restored.state, latest
-      if restored.meta.get("phases") != plan:
-        # The phase and the optimizer spans a checkpoint is in depend on these settings.
+      # The phase and the optimizer spans a checkpoint is in depend on the plan: compared from
+      # the checkpoint's meta before any array is read (after the model / objective keys, so a
+      # changed objective is named as such).
+      saved_meta = checkpointer.read_meta(latest)
+      checkpoints_lib.check_compatible(saved_meta["config"], config_dict)
+      saved_plan = saved_meta.get("phases")
+      if saved_plan != plan:
         raise checkpoints_lib.CheckpointMismatchError(
             f"checkpoint step {latest} in {workdir} was made for the phases "
-            f"{restored.meta.get('phases')} (name, start, end) but this run plans {plan}: "
-            "train.steps, train.answer_steps or objective.stage2_rationales changed; use another "
-            "--workdir or the same settings")
+            f"{saved_plan or '(none recorded: an older sciqa-jax)'} (name, start, end) but this "
+            f"run plans {plan}: train.steps, train.answer_steps or objective.stage2_rationales "
+            "changed; use another --workdir or the same settings")
+      restored = checkpointer.restore(latest, state, shardings, config=config_dict)
+      state, global_step = restored.state, latest
       phase_index = restored.meta["phase_index"]
       data_state = restored.data_state[f"process_{jax.process_index()}"]
 
