@@ -190,23 +190,26 @@ class _FakeServer:
           failure = failures.pop(0) if failures else None
         try:
           time.sleep(server.delay_s)
-          if failure is not None:
-            self._send(*failure)
-            return
-          n = body.get("n", 1)
-          if server.max_choices:
-            n = min(n, server.max_choices)
-          texts = [_answer(prompt, body["seed"], k) for k in range(n)]
-          if self.path.endswith("/chat/completions"):
-            choices = [{"index": k, "message": {"role": "assistant", "content": t}}
-                       for k, t in enumerate(texts)]
-          else:
-            choices = [{"index": k, "text": t} for k, t in enumerate(texts)]
-          # Out of order on purpose: clients must sort by index.
-          self._send(200, {}, {"object": "text_completion", "choices": choices[::-1]})
+          response = failure if failure is not None else self._completion(body, prompt)
         finally:
+          # Counted out before the reply is written: once the client has the reply it may send its
+          # next request, which must not meet this one still counted (a race under load).
           with server.lock:
             server.active -= 1
+        self._send(*response)
+
+      def _completion(self, body, prompt):
+        n = body.get("n", 1)
+        if server.max_choices:
+          n = min(n, server.max_choices)
+        texts = [_answer(prompt, body["seed"], k) for k in range(n)]
+        if self.path.endswith("/chat/completions"):
+          choices = [{"index": k, "message": {"role": "assistant", "content": t}}
+                     for k, t in enumerate(texts)]
+        else:
+          choices = [{"index": k, "text": t} for k, t in enumerate(texts)]
+        # Out of order on purpose: clients must sort by index.
+        return 200, {}, {"object": "text_completion", "choices": choices[::-1]}
 
       def _send(self, status, headers, payload):
         data = json.dumps(payload).encode()
