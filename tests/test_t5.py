@@ -90,7 +90,7 @@ def test_cached_decoding_matches_full_forward(checkpoints):
     cache, logits = jax.lax.scan(body, v["cache"], dec.T)
     # Cross-attention keys/values are projected once and stored; self-attention cache filled.
     block = cache["decoder"]["block_0"]
-    assert block["cross_attention"]["cross_key"].shape == (3, ids.shape[1], 2, 8)
+    assert block["cross_attention"]["cross_key"].shape == (3, 2, ids.shape[1], 8)
     return jnp.swapaxes(logits, 0, 1), cache["decoder"]["cache_index"]
 
   logits, index = stepwise(params)
