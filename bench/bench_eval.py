@@ -15,7 +15,8 @@ PyTorch baseline is the straightforward recipe: `generate(max_new_tokens=64, do_
 then one teacher-forced forward pass over every (question, choice) pair with padded labels.
 
 Timings exclude compilation (a warm-up run on the same shapes comes first; its time is printed
-too) and are taken in one process, on this machine's CPU, with the same batch size.
+too) and are taken in one process, on this machine's CPU, with the same batch size; torch uses every
+core, with denormals flushed to zero as XLA does (`peer_setup.py`).
 
   python bench/bench_eval.py [--num_questions 64] [--batch_size 32]
 """
@@ -83,8 +84,10 @@ def main():
   args = parser.parse_args()
 
   import jax
-  import torch
   import transformers
+  from peer_setup import configure_torch
+
+  torch = configure_torch()
 
   from sciqa_jax import evaluation
   from sciqa_jax.config import base_config

@@ -13,7 +13,8 @@ weights, fp32. Figures:
       decoding a teacher-forced forward pass over the source and the 64 new tokens (the least
       arithmetic a greedy decode needs: the encoder once, every new token through the decoder
       and the output head once).
-Each timing is the median of `--repeats` runs after a warm-up. torch uses every core.
+Each timing is the median of `--repeats` runs after a warm-up. torch uses every core, with
+denormals flushed to zero as XLA does (`peer_setup.py`).
 
   python bench/bench_t5.py            # full run
   python bench/bench_t5.py --quick    # tiny shapes, seconds (smoke test)
@@ -30,11 +31,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import torch
 import transformers
+
+from peer_setup import configure_torch
 
 from sciqa_jax.decoding import make_generate_fn
 from sciqa_jax.models import T5, T5Config, init_params
+
+torch = configure_torch()
 
 FULL = dict(shape=dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=1024, num_layers=8,
                        num_heads=6), train=(8, 256, 128), decode=(16, 256, 64), peak_n=4096)
@@ -161,7 +165,6 @@ def main():
   args = parser.parse_args()
   setup = QUICK if args.quick else FULL
   cores = os.cpu_count()
-  torch.set_num_threads(cores)
   transformers.logging.set_verbosity_error()
   config = T5Config(**setup["shape"], feed_forward_proj="gated-gelu", tie_word_embeddings=False)
   rs = np.random.RandomState(0)

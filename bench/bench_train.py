@@ -10,8 +10,8 @@
    log interval is also dropped here).
 2. The two-stage train step alone (both students, both streams, AdamW, the full 32128 vocabulary)
    against two Hugging Face `T5ForConditionalGeneration` models of the same config in PyTorch with
-   `torch.optim.AdamW`, same batch and lengths, random token ids. Prints steps/s of each and the
-   ours/peer ratio (> 1 = we are faster).
+   `torch.optim.AdamW`, same batch and lengths, random token ids, denormals flushed to zero on both
+   sides (`peer_setup.py`). Prints steps/s of each and the ours/peer ratio (> 1 = we are faster).
 """
 
 from __future__ import annotations
@@ -127,8 +127,9 @@ def bench_ours(args, batch_np, dtype: str) -> float:
 
 
 def bench_peer(args, batch_np) -> float:
-  import torch
   import transformers
+  from peer_setup import configure_torch
+  torch = configure_torch()
   config = transformers.T5Config(vocab_size=32128, dropout_rate=0.0, **FLAN_T5_SMALL)
   torch.manual_seed(0)
   models = {s: transformers.T5ForConditionalGeneration(config) for s in ("rationale", "answer")}
