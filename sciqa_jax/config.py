@@ -118,8 +118,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.self_consistency = 1  # k sampled rationales per question, majority vote
   c.eval.length_normalize = False  # rank classification by mean instead of summed log-prob
   c.eval.max_examples = 0  # 0 = whole split
-  # Inputs are padded per batch to the smallest power-of-two bucket (>= 16) that fits the longest
-  # one, so short questions do not pay for the cap; only inputs longer than the cap are truncated.
+  # Inputs are padded per batch to the smallest bucket (8, 12, 16, 24, 32, 48, ...) that fits the
+  # longest one, so short questions do not pay for the cap; only inputs longer than the cap are
+  # truncated.
   c.eval.max_input_length = 512
   c.eval.max_answer_length = 32  # tokens of an answer candidate / a generated open answer
   c.eval.top_k = 0  # sampling only: 0 = off

@@ -27,8 +27,8 @@ from sciqa_jax.objectives import Objective
 from sciqa_jax.tokenizer import train_sentencepiece_tokenizer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# Short questions keep every input in one 64-token bucket: one compilation per function and device
-# count. 10 questions with batch 8 on 4 devices: a full batch and a ragged one of 2. Some have
+# Short questions keep the inputs in a few small length buckets: few compilations per function and
+# device count. 10 questions with batch 8 on 4 devices: a full batch and a ragged one of 2. Some have
 # fewer choices, so candidate slots are left empty and must not leak into the scores.
 QUESTIONS = [
     ("What state is ice?", ("solid", "a liquid that flows", "gas", "plasma"), "A"),
@@ -339,6 +339,16 @@ def test_wilson_interval_rejects_bad_counts():
     evaluation.wilson_interval(0, 0)
   with pytest.raises(ValueError, match="num_correct"):
     evaluation.wilson_interval(4, 3)
+
+
+def test_length_buckets_fit_waste_at_most_a_third_and_respect_the_cap():
+  buckets = sorted({evaluation._bucket(n, 512) for n in range(1, 600)})
+  assert buckets == [8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
+  for n in range(1, 513):
+    bucket = evaluation._bucket(n, 512)
+    assert n <= bucket and (bucket <= 8 or bucket - n < bucket / 3), (n, bucket)
+  assert evaluation._bucket(170, 100) == 100  # longer rows are truncated to the cap
+  assert evaluation._bucket(3, 4) == 4
 
 
 def test_majority_vote_majority_and_tie_break():
