@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -221,6 +222,16 @@ def _dense(features: int, stddev: float, cfg: T5Config, name: str) -> nn.Dense:
                   kernel_init=_normal(stddev), name=name)
 
 
+def _per_token(layer: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
+  """`layer` applied to [B, L, d] as one [B * L, d] matrix product.
+
+  Why: with batch and length kept as two dimensions, XLA's CPU backend computed the weight
+  gradients from an operand it first wrote out transposed, element by element; a Flan-T5-small
+  gated MLP's forward and backward took 136 ms that way and 79 ms flattened (2026-12-01).
+  """
+  return layer(x.reshape(-1, x.shape[-1])).reshape(x.shape[:-1] + (-1,))
+
+
 class Attention(nn.Module):
   """Multi-head attention without 1/sqrt(d) scaling; the caller supplies an additive fp32 bias.
 
@@ -251,16 +262,16 @@ class Attention(nn.Module):
     def split(t):  # [B, L, H * Dk] -> [B, H, L, Dk]
       return t.reshape(t.shape[:2] + (heads, d_kv)).transpose(0, 2, 1, 3)
 
-    q = split(q_proj(x))
+    q = split(_per_token(q_proj, x))
     if self.kind == "cross":
       if decode:
-        ck = self.variable("cache", "cross_key", lambda: split(k_proj(kv)))
-        cv = self.variable("cache", "cross_value", lambda: split(v_proj(kv)))
+        ck = self.variable("cache", "cross_key", lambda: split(_per_token(k_proj, kv)))
+        cv = self.variable("cache", "cross_value", lambda: split(_per_token(v_proj, kv)))
         k, v = ck.value, cv.value
       else:
-        k, v = split(k_proj(kv)), split(v_proj(kv))
+        k, v = split(_per_token(k_proj, kv)), split(_per_token(v_proj, kv))
     else:
-      k, v = split(k_proj(x)), split(v_proj(x))
+      k, v = split(_per_token(k_proj, x)), split(_per_token(v_proj, x))
       if decode:
         initialised = self.has_variable("cache", "cached_key")
         ck = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
@@ -276,7 +287,7 @@ class Attention(nn.Module):
     if not deterministic and cfg.dropout_rate > 0:
       probs = nn.Dropout(cfg.dropout_rate)(probs, deterministic=False)
     out = jnp.einsum("bhqk,bhkd->bqhd", probs, v).reshape(x.shape[:2] + (inner,))
-    return _dense(d, inner**-0.5, cfg, "o")(out)
+    return _per_token(_dense(d, inner**-0.5, cfg, "o"), out)
 
 
 class MLP(nn.Module):
@@ -288,12 +299,12 @@ class MLP(nn.Module):
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
     cfg = self.config
     if cfg.is_gated:
-      h = cfg.activation(_dense(cfg.d_ff, cfg.d_model**-0.5, cfg, "wi_0")(x))
-      h = h * _dense(cfg.d_ff, cfg.d_model**-0.5, cfg, "wi_1")(x)
+      h = cfg.activation(_per_token(_dense(cfg.d_ff, cfg.d_model**-0.5, cfg, "wi_0"), x))
+      h = h * _per_token(_dense(cfg.d_ff, cfg.d_model**-0.5, cfg, "wi_1"), x)
     else:
-      h = cfg.activation(_dense(cfg.d_ff, cfg.d_model**-0.5, cfg, "wi")(x))
+      h = cfg.activation(_per_token(_dense(cfg.d_ff, cfg.d_model**-0.5, cfg, "wi"), x))
     h = nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
-    return _dense(cfg.d_model, cfg.d_ff**-0.5, cfg, "wo")(h)
+    return _per_token(_dense(cfg.d_model, cfg.d_ff**-0.5, cfg, "wo"), h)
 
 
 class Block(nn.Module):
@@ -397,7 +408,8 @@ class Embedding(nn.Module):
 
   def attend(self, x: jax.Array) -> jax.Array:
     w = self.embedding.astype(self.config.compute_dtype)
-    return jnp.einsum("btd,vd->btv", x, w, preferred_element_type=jnp.float32)
+    return _per_token(
+        lambda t: jnp.einsum("td,vd->tv", t, w, preferred_element_type=jnp.float32), x)
 
 
 class LMHead(nn.Module):
@@ -414,8 +426,9 @@ class LMHead(nn.Module):
     # hundreds of steps shrinking the head. Pretrained checkpoints overwrite it either way.)
     w = self.param("kernel", _normal(cfg.d_model**-0.5), (cfg.d_model, cfg.vocab_size),
                    cfg.params_dtype)
-    return jnp.einsum("btd,dv->btv", x, w.astype(cfg.compute_dtype),
-                      preferred_element_type=jnp.float32)
+    w = w.astype(cfg.compute_dtype)
+    return _per_token(
+        lambda t: jnp.einsum("td,dv->tv", t, w, preferred_element_type=jnp.float32), x)
 
 
 class T5(nn.Module):
