@@ -181,10 +181,19 @@ def test_schedules():
 
 
 @pytest.mark.parametrize("field,value", [("optimizer", "sgd"), ("schedule", "step"),
-                                         ("grad_accum_steps", 0), ("position_bias_lr_scale", 0.0)])
+                                         ("grad_accum_steps", 0), ("position_bias_lr_scale", 0.0),
+                                         ("warmup_steps", 1000), ("warmup_steps", -1)])
 def test_bad_optimizer_config_names_the_key(field, value):
   with pytest.raises(ValueError, match=f"train.{field}"):
-    make_optimizer(make_train_config(**{field: value}))
+    make_optimizer(make_train_config(**{field: value, "steps": 1000}))
+
+
+def test_warmup_longer_than_a_students_span_is_refused():
+  # The answer student's 30 steps (train.answer_steps) cannot hold 50 warmup steps.
+  config = make_train_config(steps=800, warmup_steps=50)
+  make_students_optimizer(config, {"rationale": (0, 800), "answer": (0, 300)})
+  with pytest.raises(ValueError, match=r"train.warmup_steps=50 must lie in \[0, 30\)"):
+    make_students_optimizer(config, {"rationale": (0, 800), "answer": (0, 30)})
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adafactor"])

@@ -1,0 +1,22 @@
+"""How every benchmark sets up its PyTorch peer: all cores, and denormals flushed to zero.
+
+XLA's CPU backend computes with denormal floats flushed to zero; PyTorch by default does not. From
+random weights, a few training steps produce enough denormal values that PyTorch's backward pass
+slows down severalfold (seen 2026-12-01 on the project's Intel Xeon CPU: a Flan-T5-small AdamW step
+grew from 2.7 s to 12.8 s over five steps, and stayed at 2.7 s with flushing). A peer slowed that
+way would flatter every ratio, so the peer computes as XLA does.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def configure_torch():
+  """Returns the `torch` module set up for a fair peer: one thread per core, FTZ/DAZ on."""
+  import torch
+
+  torch.set_num_threads(os.cpu_count())
+  if not torch.set_flush_denormal(True):
+    raise RuntimeError("this CPU cannot flush denormals in PyTorch; the peer would be unfairly slow")
+  return torch
