@@ -52,7 +52,7 @@ def token_cross_entropy(
   Returns:
     `(loss_sum, z_loss_sum, num_correct, num_tokens)`, float32 scalars. `loss_sum` is the total to
     optimise (smoothed cross-entropy plus z-loss); `z_loss_sum` is its z-loss part, for logging.
-    `num_correct` counts masked tokens whose argmax equals the label.
+    `num_correct` counts masked tokens whose label has the largest logit (ties count as correct).
   """
   if not 0.0 <= label_smoothing < 1.0:
     raise ValueError(f"label_smoothing={label_smoothing} must lie in [0, 1)")
@@ -81,7 +81,10 @@ def token_cross_entropy(
   # must not leak into the sum.
   loss_sum = jnp.sum(jnp.where(mask > 0, token_loss + token_z, 0.0))
   z_loss_sum = jnp.sum(jnp.where(mask > 0, token_z, 0.0))
-  correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+  # "The label's logit is the largest" rather than `argmax == label`: the same except on exact
+  # ties, and the row maximum is the one logsumexp already takes, where a vocabulary-wide argmax
+  # cost a reduction of its own (3% of a Flan-T5-small train step on CPU).
+  correct = (label_logit >= jnp.max(logits, axis=-1)).astype(jnp.float32)
   num_correct = jnp.sum(correct * mask)
   num_tokens = jnp.sum(mask)
   return loss_sum, z_loss_sum, num_correct, num_tokens
