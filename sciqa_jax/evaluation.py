@@ -29,9 +29,9 @@ padded to the full size with copies of its first row (real inputs, so generation
 would anyway and no all-masked row exists), so it reuses the compiled function; padding rows are
 dropped on the host and never counted. Token lengths are padded per batch to the next bucket of
 `_bucket` (8, 12, 16, 24, 32, 48, ...: powers of two and 1.5x powers of two), capped by
-`eval.max_input_length` / `eval.max_answer_length`: a handful of compilations at most, no more than a
-third of any padded row wasted, and short questions do not pay for the cap's length. Tokenisation, detokenisation, parsing
-and voting run on the host in numpy / Python.
+`eval.max_input_length` / `eval.max_answer_length`: a handful of compilations at most, no more
+than a third of any padded row wasted, and short questions do not pay for the cap's length.
+Tokenisation, detokenisation, parsing and voting run on the host in numpy / Python.
 
 Sampling keys are derived from (seed, batch index, device index), so sampled rationales depend on
 the device count; greedy and beam decoding, and all scoring, do not.
@@ -61,6 +61,8 @@ from sciqa_jax.data.formatting import candidate_answers
 # Two-sided 95% normal quantile.
 Z_95 = 1.959963984540054
 MIN_BUCKET = 8
+# Decode-cache tensors with one row per sequence (cache index and positions are shared).
+_PER_ROW_CACHE = ("cached_key", "cached_value", "cross_key", "cross_value")
 DECODING_METHODS = ("greedy", "sample", "beam")
 
 ParseFn = Callable[[str, Example], "str | None"]
@@ -253,27 +255,37 @@ def candidate_log_likelihoods(model, params, input_ids: jax.Array, attention_mas
   Returns:
     ([R, C] fp32 summed log-probs over the masked tokens, [R, C] int32 token counts).
 
-  Each input is encoded ONCE and its encoder states are shared by its C candidates: rank
-  classification costs one encoder pass per question instead of one per (question, choice).
-  The decoder is teacher-forced on the labels shifted right (decoder start token 0), as in
-  training.
+  Each input is encoded ONCE, and its cross-attention keys and values are projected once, and
+  shared by its C candidates: rank classification costs one encoder pass and one cross-attention
+  projection per question instead of one per (question, choice) (the projections over the whole
+  input were a quarter of the scoring work for four choices). The decoder then runs over all T
+  candidate positions at once on that cache (`T5.decode(decode=True)` with T new tokens: causal
+  self-attention, the same function as teacher forcing on the labels shifted right behind decoder
+  start token 0, as in training; padding after a candidate's EOS is causally invisible to it).
   """
   from sciqa_jax.models import T5  # pylint: disable=g-import-not-at-top
 
   r, c, t = labels.shape
   variables = {"params": params}
   encoded = model.apply(variables, input_ids, attention_mask, method=T5.encode)
-  encoded = jnp.repeat(encoded, c, axis=0)  # [R*C, S, d], row i*C + j = (input i, candidate j)
-  enc_mask = jnp.repeat(attention_mask, c, axis=0)
+  _, state = model.apply(variables, encoded, attention_mask, t, method=T5.init_cache,
+                         mutable=["cache"])
+  # Row i*C + j = (input i, candidate j): the per-row cache tensors are copied C times.
+  cache = jax.tree_util.tree_map_with_path(
+      lambda path, x: jnp.repeat(x, c, axis=0) if path[-1].key in _PER_ROW_CACHE else x,
+      state["cache"])
   flat_labels = labels.reshape(r * c, t)
   flat_mask = label_mask.reshape(r * c, t)
   decoder_input_ids = jnp.pad(flat_labels, ((0, 0), (1, 0)))[:, :-1]
-  logits = model.apply(variables, decoder_input_ids, encoded, enc_mask, flat_mask,
-                       method=T5.decode)
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  token_log_probs = jnp.take_along_axis(log_probs, flat_labels[..., None], axis=-1)[..., 0]
+  # The encoder states themselves are not read again (the cache holds their projections).
+  logits, _ = model.apply({"params": params, "cache": cache}, decoder_input_ids,
+                          jnp.repeat(encoded, c, axis=0), jnp.repeat(attention_mask, c, axis=0),
+                          decode=True, method=T5.decode, mutable=["cache"])
+  logits = logits.astype(jnp.float32)
+  picked = jnp.take_along_axis(logits, flat_labels[..., None], axis=-1)[..., 0]
+  token_log_probs = picked - jax.nn.logsumexp(logits, axis=-1)
   weights = flat_mask.astype(jnp.float32)
-  totals = (token_log_probs * weights).sum(-1).reshape(r, c)
+  totals = jnp.where(weights > 0, token_log_probs, 0.0).sum(-1).reshape(r, c)
   counts = flat_mask.sum(-1).astype(jnp.int32).reshape(r, c)
   return totals, counts
 
