@@ -19,6 +19,7 @@ too) and are taken in one process, on this machine's CPU, with the same batch si
 core, with denormals flushed to zero as XLA does (`peer_setup.py`).
 
   python bench/bench_eval.py [--num_questions 64] [--batch_size 32]
+  python bench/bench_eval.py --quick   # tiny shapes, seconds (a smoke test; the figures mean nothing)
 """
 
 from __future__ import annotations
@@ -30,15 +31,19 @@ import time
 
 import numpy as np
 
+FLAN_T5_SMALL = dict(d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_decoder_layers=8,
+                     num_heads=6)
+QUICK_SHAPE = dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4)
 
-def _tokenizer(texts: list[str], out_dir: str):
+
+def _tokenizer(texts: list[str], out_dir: str, vocab_size: int):
   from sciqa_jax.tokenizer import train_sentencepiece_tokenizer
 
   rng = random.Random(0)
   words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(4, 9)))
            for _ in range(60000)]
   filler = [" ".join(words[i:i + 12]) for i in range(0, len(words), 12)]
-  return train_sentencepiece_tokenizer(texts + filler, out_dir, vocab_size=32100)
+  return train_sentencepiece_tokenizer(texts + filler, out_dir, vocab_size=vocab_size)
 
 
 def _torch_two_stage(model, tokenizer, objective, examples, batch_size: int, max_new: int):
@@ -81,7 +86,13 @@ def main():
   parser.add_argument("--num_questions", type=int, default=64)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--max_new_tokens", type=int, default=64)
+  parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test")
   args = parser.parse_args()
+  # google/flan-t5-small's shape (32128 = its 32100 SentencePiece pieces, padded).
+  shape, vocab_size = FLAN_T5_SMALL, 32100
+  if args.quick:
+    shape, vocab_size = QUICK_SHAPE, 1000
+    args.num_questions, args.batch_size, args.max_new_tokens = 8, 4, 8
 
   import jax
   import transformers
@@ -103,11 +114,8 @@ def main():
   work = tempfile.mkdtemp(prefix="bench_eval_")
   train_texts = [objective.answer_input(ex, " ".join(ex.solution))
                  for ex in task.load("train", source="builtin")]
-  tokenizer = _tokenizer(train_texts, f"{work}/tokenizer")
-
-  # google/flan-t5-small's shape.
-  config = T5Config(vocab_size=32128, d_model=512, d_kv=64, d_ff=1024, num_layers=8,
-                    num_decoder_layers=8, num_heads=6, feed_forward_proj="gated-gelu",
+  tokenizer = _tokenizer(train_texts, f"{work}/tokenizer", vocab_size)
+  config = T5Config(vocab_size=vocab_size + 28, **shape, feed_forward_proj="gated-gelu",
                     tie_word_embeddings=False, dropout_rate=0.0)
   model = T5(config)
   keys = jax.random.split(jax.random.PRNGKey(0), 2)
@@ -160,7 +168,8 @@ def main():
   agree = np.mean([a == b for a, b in zip(jax_preds, torch_preds)])
   jax_qps, torch_qps = len(examples) / jax_time, len(examples) / torch_time
   print(f"two-stage evaluation, {len(examples)} questions x 4 choices, greedy "
-        f"{args.max_new_tokens}-token rationales, Flan-T5-small shape (random weights), "
+        f"{args.max_new_tokens}-token rationales, {'tiny' if args.quick else 'Flan-T5-small'} "
+        "shape (random weights), "
         f"batch {args.batch_size}, {jax.local_device_count()} JAX device(s) "
         f"[{jax.devices()[0].platform}], torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads")

@@ -1,6 +1,7 @@
 """Training throughput: train.py end to end, and the two-stage step against a PyTorch peer.
 
   python bench/bench_train.py [--steps 30] [--batch 8] [--input_len 256] [--target_len 128]
+  python bench/bench_train.py --quick   # tiny shapes, seconds (a smoke test; the figures mean nothing)
 
 1. End to end: `train.py` as a subprocess on a synthetic rationale cache (the built-in science task,
    its worked solutions as rationales), two students with the Flan-T5-small body (d_model 512,
@@ -30,6 +31,9 @@ sys.path.insert(0, REPO)
 
 FLAN_T5_SMALL = dict(d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_decoder_layers=8,
                      num_heads=6, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+QUICK_SHAPE = dict(FLAN_T5_SMALL, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2,
+                   num_heads=4)
+VOCAB = 32128
 
 CONFIG = """
 from sciqa_jax.config import base_config
@@ -69,7 +73,7 @@ def bench_end_to_end(args, dtype: str) -> float:
     config = os.path.join(tmp, "bench_config.py")
     with open(config, "w") as f:
       f.write(textwrap.dedent(CONFIG.format(
-          cache=cache, arch=FLAN_T5_SMALL, dtype=dtype, steps=args.steps, batch=args.batch,
+          cache=cache, arch=args.arch, dtype=dtype, steps=args.steps, batch=args.batch,
           input_len=args.input_len, target_len=args.target_len, log_every=log_every)))
     workdir = os.path.join(tmp, "work")
     subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--config", config,
@@ -101,7 +105,7 @@ def bench_ours(args, batch_np, dtype: str) -> float:
   from sciqa_jax.config import base_config
   from sciqa_jax.models import T5, T5Config, init_params
   from sciqa_jax.objectives import Objective
-  config = T5Config(vocab_size=32128, dropout_rate=0.0, dtype=dtype, **FLAN_T5_SMALL)
+  config = T5Config(vocab_size=args.vocab, dropout_rate=0.0, dtype=dtype, **args.arch)
   c = base_config()
   c.train.optimizer, c.train.learning_rate, c.train.grad_clip_norm = "adamw", 1e-4, 0.0
   objective = Objective("two_stage")
@@ -130,7 +134,7 @@ def bench_peer(args, batch_np) -> float:
   import transformers
   from peer_setup import configure_torch
   torch = configure_torch()
-  config = transformers.T5Config(vocab_size=32128, dropout_rate=0.0, **FLAN_T5_SMALL)
+  config = transformers.T5Config(vocab_size=args.vocab, dropout_rate=0.0, **args.arch)
   torch.manual_seed(0)
   models = {s: transformers.T5ForConditionalGeneration(config) for s in ("rationale", "answer")}
   params = [p for m in models.values() for p in m.parameters()]
@@ -167,7 +171,12 @@ def main():
   parser.add_argument("--input_len", type=int, default=256)
   parser.add_argument("--target_len", type=int, default=128)
   parser.add_argument("--skip_end_to_end", action="store_true")
+  parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test")
   args = parser.parse_args()
+  args.arch, args.vocab, shape = FLAN_T5_SMALL, VOCAB, "Flan-T5-small"
+  if args.quick:
+    args.arch, args.vocab, shape = QUICK_SHAPE, 512, "tiny (--quick)"
+    args.steps, args.pair_steps, args.batch, args.input_len, args.target_len = 4, 1, 2, 32, 16
 
   import jax
   import numpy as np
@@ -178,13 +187,13 @@ def main():
         f"batch {args.batch}, lengths {args.input_len}/{args.target_len}")
   if not args.skip_end_to_end:
     tokens = bench_end_to_end(args, dtype)
-    print(f"train.py end to end (Flan-T5-small body, two students): {tokens:,.0f} tokens/s "
+    print(f"train.py end to end ({shape} body, two students): {tokens:,.0f} tokens/s "
           "(real tokens, steady state)")
   batch_np = random_batch(np.random.default_rng(0), args.batch, args.input_len, args.target_len,
-                          32128)
+                          args.vocab)
   ours = bench_ours(args, batch_np, dtype)
   peer = bench_peer(args, batch_np)
-  print(f"two-stage step, Flan-T5-small x2, AdamW: ours {ours:.3f} steps/s, "
+  print(f"two-stage step, {shape} x2, AdamW: ours {ours:.3f} steps/s, "
         f"PyTorch peer {peer:.3f} steps/s, ours/peer = {ours / peer:.2f}")
 
 
