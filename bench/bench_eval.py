@@ -19,7 +19,7 @@ too) and are taken in one process, on this machine's CPU, with the same batch si
 core, with denormals flushed to zero as XLA does (`peer_setup.py`).
 
   python bench/bench_eval.py [--num_questions 64] [--batch_size 32]
-  python bench/bench_eval.py --quick   # tiny shapes, seconds (a smoke test; the figures mean nothing)
+  python bench/bench_eval.py --quick  # tiny shapes, seconds: a smoke test; figures mean nothing
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Training throughput: train.py end to end, and the two-stage step against a PyTorch peer.
 
   python bench/bench_train.py [--steps 30] [--batch 8] [--input_len 256] [--target_len 128]
-  python bench/bench_train.py --quick   # tiny shapes, seconds (a smoke test; the figures mean nothing)
+  python bench/bench_train.py --quick  # tiny shapes, seconds: a smoke test; figures mean nothing
 
 1. End to end: `train.py` as a subprocess on a synthetic rationale cache (the built-in science task,
    its worked solutions as rationales), two students with the Flan-T5-small body (d_model 512,

@@ -105,14 +105,16 @@ def make_schedule(train_config) -> optax.Schedule:
   if accum < 1:
     raise ValueError(f"train.grad_accum_steps={accum} must be >= 1")
   lr = float(train.learning_rate)
-  if not 0 <= int(train.warmup_steps) < int(train.steps):
-    # make_students_optimizer passes a student's span as `steps`: name where that comes from.
-    raise ValueError(
-        f"train.warmup_steps={train.warmup_steps} must lie in [0, {train.steps}), the steps this "
-        "learning-rate schedule covers (train.steps; for a student that trains only part of the "
-        "run, its span, e.g. train.answer_steps): the learning rate would never leave warmup")
   total = max(int(train.steps) // accum, 1)
   warmup = int(train.warmup_steps) // accum
+  if int(train.warmup_steps) < 0 or warmup >= total:
+    # make_students_optimizer passes a student's span as `steps`: name where that comes from.
+    raise ValueError(
+        f"train.warmup_steps={train.warmup_steps} leaves no step after warmup in the "
+        f"{train.steps} steps this learning-rate schedule covers ({total} optimizer updates with "
+        f"train.grad_accum_steps={accum}; the steps are train.steps, or for a student that trains "
+        "only part of the run its span, e.g. train.answer_steps): the learning rate would never "
+        "leave warmup")
   decay_steps = max(total - warmup, 1)
   if train.schedule == "constant":
     decay = optax.constant_schedule(lr)

@@ -450,6 +450,8 @@ def train(config, workdir: str) -> TrainSummary:
   os.makedirs(workdir, exist_ok=True)
   objective = Objective.from_config(config.objective)
   phases = plan_phases(objective, int(config.train.steps), int(config.train.answer_steps))
+  # Built first, though used later: a bad optimizer setting fails before any data or model loads.
+  optimizer = make_run_optimizer(config.train, phases)
   config_dict = _config_dict(config)
 
   checkpointer = checkpoints_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
@@ -493,7 +495,6 @@ def train(config, workdir: str) -> TrainSummary:
 
   try:
     # ---- the one TrainState of the run (restored if there is a checkpoint) ----
-    optimizer = make_run_optimizer(config.train, phases)
     make_state = lambda p: train_step_lib.create_train_state(p, optimizer, rng)
     abstract_state = jax.eval_shape(make_state, init)
     shardings = sharding.state_shardings(abstract_state, mesh, config.train.parallelism)

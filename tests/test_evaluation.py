@@ -27,9 +27,9 @@ from sciqa_jax.objectives import Objective
 from sciqa_jax.tokenizer import train_sentencepiece_tokenizer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# Short questions keep the inputs in a few small length buckets: few compilations per function and
-# device count. 10 questions with batch 8 on 4 devices: a full batch and a ragged one of 2. Some have
-# fewer choices, so candidate slots are left empty and must not leak into the scores.
+# Short questions keep the inputs in a few small length buckets: few compilations per function
+# and device count. 10 questions with batch 8 on 4 devices: a full batch and a ragged one of 2.
+# Some have fewer choices, so candidate slots are left empty and must not leak into the scores.
 QUESTIONS = [
     ("What state is ice?", ("solid", "a liquid that flows", "gas", "plasma"), "A"),
     ("What do plants need to make food?", ("sand", "light from the sun", "salt"), "B"),

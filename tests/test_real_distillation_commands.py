@@ -1,13 +1,14 @@
-"""The README's real-distillation commands (ARC-Easy, a hub teacher, a Flan-T5-small student) offline.
+"""The README's real-distillation commands (ARC-Easy, hub teacher, Flan-T5-small student), offline.
 
 The three commands run as the README writes them, with the configs it names
 (`configs/generate_arc_easy.py`, `configs/sci_cot_arc_easy_flan_t5_small.py`), plus overrides that
 put files this test writes where the hub would be: ARC-Easy JSONL in the AI2 schema
 (`data.source=local`), and one tiny random T5 with a tokenizer, saved as a Hugging Face directory,
-standing in for the teacher (`google/flan-t5-xl`) and for the pretrained students and their tokenizer
-(`google/flan-t5-small`). Sizes and step counts are overridden down to a smoke test. A random
-teacher is rarely right, so its rationales are all kept (`teacher.keep=all`); everything else (the hf
-teacher backend, pretrained init, bf16 activations, two students, export) is the configs' own.
+standing in for the teacher (`google/flan-t5-xl`) and for the pretrained students and their
+tokenizer (`google/flan-t5-small`). Sizes and step counts are overridden down to a smoke test. A
+random teacher is rarely right, so its rationales are all kept (`teacher.keep=all`); everything else
+(the hf teacher backend, pretrained init, bf16 activations, two students, export) is the configs'
+own.
 """
 
 import json
@@ -32,8 +33,8 @@ def _write_arc_easy(data_dir: pathlib.Path, split_file: str, count: int, offset:
     labels = ["A", "B", "C", "D"] if i % 2 else ["1", "2", "3", "4"]  # both AI2 label styles
     rows.append({"id": f"{split_file}-{i + offset}",
                  "question": {"stem": STEMS[i % len(STEMS)],
-                              "choices": [{"text": t, "label": l}
-                                          for t, l in zip(["ice", "water", "steam", "rock"], labels)]},
+                              "choices": [{"text": text, "label": label} for text, label
+                                          in zip(["ice", "water", "steam", "rock"], labels)]},
                  "answerKey": labels[(i + offset) % 4]})
   path = data_dir / f"ARC-Easy-{split_file}.jsonl"
   path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -57,7 +58,8 @@ def test_readme_real_distillation_commands_run_offline(tmp_path):
   data = ["--config.data.source=local", f"--config.data.path={data_dir}",
           f"--config.cache_dir={cache}"]
   student = [f"--config.model.pretrained={hub_model}", f"--config.model.tokenizer={hub_model}",
-             "--config.train.steps=4", "--config.train.warmup_steps=0", "--config.train.batch_size=4",
+             "--config.train.steps=4", "--config.train.warmup_steps=0",
+             "--config.train.batch_size=4",
              "--config.train.max_input_length=64", "--config.train.max_target_length=16",
              "--config.train.log_every=2", "--config.train.checkpoint_every=2",
              "--config.eval.batch_size=4", "--config.eval.max_rationale_length=8"]

@@ -192,8 +192,13 @@ def test_warmup_longer_than_a_students_span_is_refused():
   # The answer student's 30 steps (train.answer_steps) cannot hold 50 warmup steps.
   config = make_train_config(steps=800, warmup_steps=50)
   make_students_optimizer(config, {"rationale": (0, 800), "answer": (0, 300)})
-  with pytest.raises(ValueError, match=r"train.warmup_steps=50 must lie in \[0, 30\)"):
+  no_room = "warmup_steps=50 leaves no step after warmup in the 30 steps"
+  with pytest.raises(ValueError, match=no_room):
     make_students_optimizer(config, {"rationale": (0, 800), "answer": (0, 30)})
+  # With accumulation the schedule counts updates: 10 calls / 4 = 2 updates, 8 // 4 = 2 of warmup.
+  with pytest.raises(ValueError, match="2 optimizer updates"):
+    make_optimizer(make_train_config(steps=10, grad_accum_steps=4, warmup_steps=8))
+  make_optimizer(make_train_config(steps=12, grad_accum_steps=4, warmup_steps=8))
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adafactor"])
