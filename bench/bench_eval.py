@@ -16,7 +16,7 @@ then one teacher-forced forward pass over every (question, choice) pair with pad
 
 Timings exclude compilation (a warm-up run on the same shapes comes first; its time is printed
 too) and are taken in one process, on this machine's CPU, with the same batch size; torch uses every
-core, with denormals flushed to zero as XLA does (`peer_setup.py`).
+core, with denormals flushed to zero as XLA does (`common.py`).
 
   python bench/bench_eval.py [--num_questions 64] [--batch_size 32]
   python bench/bench_eval.py --quick  # tiny shapes, seconds: a smoke test; figures mean nothing
@@ -31,9 +31,7 @@ import time
 
 import numpy as np
 
-FLAN_T5_SMALL = dict(d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_decoder_layers=8,
-                     num_heads=6)
-QUICK_SHAPE = dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4)
+from common import FLAN_T5_SMALL, FLAN_T5_SMALL_VOCAB, TINY, configure_torch
 
 
 def _tokenizer(texts: list[str], out_dir: str, vocab_size: int):
@@ -88,16 +86,14 @@ def main():
   parser.add_argument("--max_new_tokens", type=int, default=64)
   parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test")
   args = parser.parse_args()
-  # google/flan-t5-small's shape (32128 = its 32100 SentencePiece pieces, padded).
-  shape, vocab_size = FLAN_T5_SMALL, 32100
+  # The SentencePiece vocabulary trained here; the model's is padded by 28, as Flan-T5's is.
+  shape, vocab_size = FLAN_T5_SMALL, FLAN_T5_SMALL_VOCAB - 28
   if args.quick:
-    shape, vocab_size = QUICK_SHAPE, 1000
+    shape, vocab_size = TINY, 1000
     args.num_questions, args.batch_size, args.max_new_tokens = 8, 4, 8
 
   import jax
   import transformers
-  from peer_setup import configure_torch
-
   torch = configure_torch()
 
   from sciqa_jax import evaluation
@@ -115,8 +111,7 @@ def main():
   train_texts = [objective.answer_input(ex, " ".join(ex.solution))
                  for ex in task.load("train", source="builtin")]
   tokenizer = _tokenizer(train_texts, f"{work}/tokenizer", vocab_size)
-  config = T5Config(vocab_size=vocab_size + 28, **shape, feed_forward_proj="gated-gelu",
-                    tie_word_embeddings=False, dropout_rate=0.0)
+  config = T5Config(vocab_size=vocab_size + 28, **shape, dropout_rate=0.0)
   model = T5(config)
   keys = jax.random.split(jax.random.PRNGKey(0), 2)
   params = {"rationale": init_params(config, keys[0]), "answer": init_params(config, keys[1])}

@@ -14,7 +14,7 @@ weights, fp32. Figures:
       arithmetic a greedy decode needs: the encoder once, every new token through the decoder
       and the output head once).
 Each timing is the median of `--repeats` runs after a warm-up. torch uses every core, with
-denormals flushed to zero as XLA does (`peer_setup.py`).
+denormals flushed to zero as XLA does (`common.py`).
 
   python bench/bench_t5.py            # full run
   python bench/bench_t5.py --quick    # tiny shapes, seconds (smoke test)
@@ -33,17 +33,16 @@ import numpy as np
 import optax
 import transformers
 
-from peer_setup import configure_torch
+from common import FLAN_T5_SMALL, FLAN_T5_SMALL_VOCAB, TINY, configure_torch
 
 from sciqa_jax.decoding import make_generate_fn
 from sciqa_jax.models import T5, T5Config, init_params
 
 torch = configure_torch()
 
-FULL = dict(shape=dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=1024, num_layers=8,
-                       num_heads=6), train=(8, 256, 128), decode=(16, 256, 64), peak_n=4096)
-QUICK = dict(shape=dict(vocab_size=512, d_model=64, d_kv=16, d_ff=128, num_layers=2,
-                        num_heads=4), train=(4, 32, 16), decode=(4, 32, 8), peak_n=1024)
+FULL = dict(shape=dict(FLAN_T5_SMALL, vocab_size=FLAN_T5_SMALL_VOCAB), train=(8, 256, 128),
+            decode=(16, 256, 64), peak_n=4096)
+QUICK = dict(shape=dict(TINY, vocab_size=512), train=(4, 32, 16), decode=(4, 32, 8), peak_n=1024)
 
 
 def median_time(fn, repeats: int) -> float:
@@ -166,7 +165,7 @@ def main():
   setup = QUICK if args.quick else FULL
   cores = os.cpu_count()
   transformers.logging.set_verbosity_error()
-  config = T5Config(**setup["shape"], feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+  config = T5Config(**setup["shape"])
   rs = np.random.RandomState(0)
   print(f"devices: {jax.devices()}, cores: {cores}, torch threads: {torch.get_num_threads()}")
   print(f"shapes: {setup['shape']}")

@@ -12,7 +12,7 @@
 2. The two-stage train step alone (both students, both streams, AdamW, the full 32128 vocabulary)
    against two Hugging Face `T5ForConditionalGeneration` models of the same config in PyTorch with
    `torch.optim.AdamW`, same batch and lengths, random token ids, denormals flushed to zero on both
-   sides (`peer_setup.py`). Prints steps/s of each and the ours/peer ratio (> 1 = we are faster).
+   sides (`common.py`). Prints steps/s of each and the ours/peer ratio (> 1 = we are faster).
 """
 
 from __future__ import annotations
@@ -26,14 +26,11 @@ import tempfile
 import textwrap
 import time
 
+from common import FLAN_T5_SMALL, FLAN_T5_SMALL_VOCAB, TINY, configure_torch
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-FLAN_T5_SMALL = dict(d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_decoder_layers=8,
-                     num_heads=6, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
-QUICK_SHAPE = dict(FLAN_T5_SMALL, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2,
-                   num_heads=4)
-VOCAB = 32128
 
 CONFIG = """
 from sciqa_jax.config import base_config
@@ -132,7 +129,6 @@ def bench_ours(args, batch_np, dtype: str) -> float:
 
 def bench_peer(args, batch_np) -> float:
   import transformers
-  from peer_setup import configure_torch
   torch = configure_torch()
   config = transformers.T5Config(vocab_size=args.vocab, dropout_rate=0.0, **args.arch)
   torch.manual_seed(0)
@@ -173,9 +169,9 @@ def main():
   parser.add_argument("--skip_end_to_end", action="store_true")
   parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test")
   args = parser.parse_args()
-  args.arch, args.vocab, shape = FLAN_T5_SMALL, VOCAB, "Flan-T5-small"
+  args.arch, args.vocab, shape = FLAN_T5_SMALL, FLAN_T5_SMALL_VOCAB, "Flan-T5-small"
   if args.quick:
-    args.arch, args.vocab, shape = QUICK_SHAPE, 512, "tiny (--quick)"
+    args.arch, args.vocab, shape = TINY, 512, "tiny (--quick)"
     args.steps, args.pair_steps, args.batch, args.input_len, args.target_len = 4, 1, 2, 32, 16
 
   import jax
