@@ -28,10 +28,10 @@ processed in global batches of `per_device_batch * num_devices` rows, and the la
 padded to the full size with copies of its first row (real inputs, so generation stops when it
 would anyway and no all-masked row exists), so it reuses the compiled function; padding rows are
 dropped on the host and never counted. Token lengths are padded per batch to the next bucket of
-`_bucket` (8, 12, 16, 24, 32, 48, ...: powers of two and 1.5x powers of two), capped by
-`eval.max_input_length` / `eval.max_answer_length`: a handful of compilations at most, a bucket
-less than a third longer than a batch's longest row (above 8 tokens), and short questions do not
-pay for the cap's length.
+`decoding.padded_length` (8, 12, 16, 24, 32, 48, ...: powers of two and 1.5x powers of two),
+capped by `eval.max_input_length` / `eval.max_answer_length`: a handful of compilations at most, a
+bucket less than a third longer than a batch's longest row (above 8 tokens), and short questions
+do not pay for the cap's length.
 Tokenisation, detokenisation, parsing and voting run on the host in numpy / Python.
 
 Sampling keys are derived from (seed, batch index, device index), so sampled rationales depend on
@@ -61,10 +61,8 @@ from sciqa_jax.data.formatting import candidate_answers
 
 # Two-sided 95% normal quantile.
 Z_95 = 1.959963984540054
-MIN_BUCKET = 8
 # Decode-cache tensors with one row per sequence (cache index and positions are shared).
 _PER_ROW_CACHE = ("cached_key", "cached_value", "cross_key", "cross_value")
-DECODING_METHODS = ("greedy", "sample", "beam")
 
 ParseFn = Callable[[str, Example], "str | None"]
 
@@ -197,20 +195,6 @@ def result_from_predictions(predictions: list[dict[str, Any]], expected: int) ->
 # ---- host-side tokenisation -----------------------------------------------------------------
 
 
-def _bucket(length: int, cap: int) -> int:
-  """The smallest of 8, 12, 16, 24, 32, 48, ... that is >= length, capped.
-
-  Power-of-two buckets alone wasted up to half of every encoder pass (a 170-token question +
-  rationale padded to 256); with the 1.5x steps between them, two-stage evaluation of the
-  Flan-T5-small bench ran 16% faster (2026-12-01) for at most twice the compiled shapes.
-  """
-  bucket = MIN_BUCKET
-  while bucket < length:
-    is_power_of_two = bucket & (bucket - 1) == 0
-    bucket = bucket * 3 // 2 if is_power_of_two else bucket * 4 // 3
-  return min(bucket, cap)
-
-
 def _encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
   """Token ids ending with EOS, truncated to max_length keeping the EOS (the training layout)."""
   eos = tokenizer.eos_token_id
@@ -228,7 +212,7 @@ def _pad_rows(rows: Sequence[Sequence[int]], num_rows: int, cap: int, *,
   generation on them stops when row 0 does. With fill_with_first=False they, like empty rows, stay
   all-zero (candidate slots that must score nothing).
   """
-  length = _bucket(max((len(row) for row in rows), default=1), cap)
+  length = decoding.padded_length(max((len(row) for row in rows), default=1), cap)
   ids = np.zeros((num_rows, length), np.int32)
   mask = np.zeros((num_rows, length), np.int32)
   for i in range(num_rows):
@@ -428,8 +412,8 @@ def _check_inputs(objective, params, examples, answer_type, eval_config) -> None
     bad = [ex.id for ex in examples if not ex.choices]
     if bad:
       raise ValueError(f"multiple-choice evaluation but examples {bad[:5]} have no choices")
-  if eval_config.decoding not in DECODING_METHODS:
-    raise ValueError(f"eval.decoding={eval_config.decoding!r}; expected one of {DECODING_METHODS}")
+  if eval_config.decoding not in decoding.METHODS:
+    raise ValueError(f"eval.decoding={eval_config.decoding!r}; expected one of {decoding.METHODS}")
   if eval_config.self_consistency < 1:
     raise ValueError(f"eval.self_consistency={eval_config.self_consistency} must be >= 1")
   if eval_config.self_consistency > 1 and eval_config.temperature <= 0:

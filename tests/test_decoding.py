@@ -7,7 +7,8 @@ import torch
 import transformers
 
 from tests.fixtures import make_tiny_t5_dir
-from sciqa_jax.decoding import generate, make_generate_fn, sequence_log_likelihood
+from sciqa_jax.decoding import (generate, make_generate_fn, padded_length,
+                                sequence_log_likelihood)
 from sciqa_jax.models import load_pretrained
 
 transformers.logging.set_verbosity_error()
@@ -132,3 +133,13 @@ def test_sequence_log_likelihood_matches_transformers_loss(setups):
                 attention_mask=torch.tensor(mask[row:row + 1]),
                 labels=torch.tensor(labels[row:row + 1, :n])).loss.item()
     np.testing.assert_allclose(total[row], -loss * n, rtol=1e-4, atol=1e-4)
+
+
+def test_padded_lengths_fit_waste_at_most_a_third_and_respect_the_cap():
+  buckets = sorted({padded_length(n, 512) for n in range(1, 600)})
+  assert buckets == [8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
+  for n in range(1, 513):
+    bucket = padded_length(n, 512)
+    assert n <= bucket and (bucket <= 8 or bucket - n < bucket / 3), (n, bucket)
+  assert padded_length(170, 100) == 100  # longer rows are truncated to the cap
+  assert padded_length(3, 4) == 4

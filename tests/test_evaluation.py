@@ -341,16 +341,6 @@ def test_wilson_interval_rejects_bad_counts():
     evaluation.wilson_interval(4, 3)
 
 
-def test_length_buckets_fit_waste_at_most_a_third_and_respect_the_cap():
-  buckets = sorted({evaluation._bucket(n, 512) for n in range(1, 600)})
-  assert buckets == [8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
-  for n in range(1, 513):
-    bucket = evaluation._bucket(n, 512)
-    assert n <= bucket and (bucket <= 8 or bucket - n < bucket / 3), (n, bucket)
-  assert evaluation._bucket(170, 100) == 100  # longer rows are truncated to the cap
-  assert evaluation._bucket(3, 4) == 4
-
-
 def test_majority_vote_majority_and_tie_break():
   # Majority wins even against a higher-likelihood minority.
   assert evaluation.majority_vote(["A", "B", "A"], [-5.0, -0.1, -6.0]) == "A"

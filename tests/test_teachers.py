@@ -356,12 +356,14 @@ def test_jax_t5_matches_decoding_generate(hf_dirs, hf_teachers):
   from sciqa_jax.teacher.jax_t5 import JaxT5Teacher
 
   teacher = JaxT5Teacher(hf_dirs["seq2seq"], batch_size=3, max_input_length=40)
-  assert teacher.rows == 4 and teacher.buckets == (32, 40)  # 4 local devices in the tests
+  assert teacher.rows == 4  # 4 local devices in the tests
   out = teacher.complete(PROMPTS, max_new_tokens=6)
   assert [len(samples) for samples in out] == [1, 1, 1]
 
   # The reference: decoding.generate on the unpadded batch, without sharding or buckets.
   tok = teacher.tokenizer(PROMPTS, padding=True, return_tensors="np")
+  input_ids, _ = teacher._encode(PROMPTS, offset=0)
+  assert input_ids.shape == (4, decoding.padded_length(tok["input_ids"].shape[1], 40))
   ref = decoding.generate(teacher.model, jax.device_get(teacher.params),
                           tok["input_ids"].astype(np.int32),
                           tok["attention_mask"].astype(np.int32), max_new_tokens=6)
@@ -407,7 +409,7 @@ def test_factory_jax_t5(hf_dirs):
   from sciqa_jax.teacher.jax_t5 import JaxT5Teacher
   teacher = make_teacher(_teacher_config(backend="jax_t5", model=hf_dirs["seq2seq"],
                                          max_input_length=64))
-  assert isinstance(teacher, JaxT5Teacher) and teacher.buckets == (32, 64)
+  assert isinstance(teacher, JaxT5Teacher) and teacher.max_input_length == 64
 
 
 def test_factory_example_backends(tmp_path):

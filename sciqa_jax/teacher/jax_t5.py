@@ -5,8 +5,8 @@ The checkpoint is loaded with `sciqa_jax.models.load_pretrained` and decoded wit
 
 - Fixed shapes. Every call to the compiled function sees `rows` prompts (the batch size rounded
   up to a multiple of the local device count; short batches are filled with one-token dummy rows)
-  padded to a bucket length (powers of two from 32 up to `max_input_length`). A run therefore
-  compiles at most a handful of programs instead of one per batch.
+  padded to `decoding.padded_length` (8, 12, 16, 24, 32, 48, ... capped at `max_input_length`).
+  A run therefore compiles at most a handful of programs instead of one per batch.
 - Data parallelism over the host's devices. A one-axis mesh over `jax.local_devices()` shards the
   batch rows (NamedSharding, P("data")); parameters are replicated. Each host of a multi-host job
   runs its own teacher on its own devices, on its own share of the examples.
@@ -31,20 +31,6 @@ from sciqa_jax import tokenizer as tokenizer_lib
 from sciqa_jax.teacher.base import check_sampling_args
 
 _DATA_AXIS = "data"
-_MIN_BUCKET = 32
-
-
-def length_buckets(max_input_length: int) -> tuple[int, ...]:
-  """Powers of two from 32 up to `max_input_length`, which is always the last bucket."""
-  if max_input_length < 1:
-    raise ValueError(f"teacher.max_input_length={max_input_length} must be >= 1")
-  buckets = []
-  length = _MIN_BUCKET
-  while length < max_input_length:
-    buckets.append(length)
-    length *= 2
-  buckets.append(max_input_length)
-  return tuple(buckets)
 
 
 class JaxT5Teacher:
@@ -53,7 +39,6 @@ class JaxT5Teacher:
   Attributes:
     name: `jax_t5:<model>`, recorded in the cache as the teacher id.
     rows: prompts per compiled call (batch size rounded up to the local device count).
-    buckets: the padded input lengths.
   """
 
   def __init__(self, model: str, *, batch_size: int = 8, max_input_length: int = 1024,
@@ -69,6 +54,8 @@ class JaxT5Teacher:
     """
     if batch_size < 1:
       raise ValueError(f"teacher.batch_size={batch_size} must be >= 1")
+    if max_input_length < 1:
+      raise ValueError(f"teacher.max_input_length={max_input_length} must be >= 1")
     on_accelerator = jax.default_backend() != "cpu"
     dtype = dtype or ("bfloat16" if on_accelerator else "float32")
     param_dtype = param_dtype or dtype
@@ -81,7 +68,6 @@ class JaxT5Teacher:
     devices = jax.local_devices()
     self.mesh = Mesh(np.array(devices), (_DATA_AXIS,))
     self.rows = -(-batch_size // len(devices)) * len(devices)
-    self.buckets = length_buckets(max_input_length)
     self.max_input_length = max_input_length
     self._replicated = NamedSharding(self.mesh, P())
     self._batch_sharded = NamedSharding(self.mesh, P(_DATA_AXIS))
@@ -98,7 +84,7 @@ class JaxT5Teacher:
     return self._compiled[options]
 
   def _encode(self, prompts: Sequence[str], offset: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tokenises a chunk into [rows, bucket] ids and mask (right-padded, dummy rows appended)."""
+    """Tokenises a chunk into [rows, padded length] ids and mask (right-padded, dummy rows appended)."""
     ids = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     longest = max(len(row) for row in ids)
     if longest > self.max_input_length:
@@ -106,9 +92,9 @@ class JaxT5Teacher:
       raise ValueError(f"prompt {offset + index} has {longest} tokens, more than "
                        f"teacher.max_input_length={self.max_input_length}; raise it or shorten "
                        "the prompt (e.g. fewer few-shot exemplars)")
-    bucket = next(b for b in self.buckets if b >= longest)
-    input_ids = np.full((self.rows, bucket), self.pad_id, np.int32)
-    attention_mask = np.zeros((self.rows, bucket), np.int32)
+    length = decoding.padded_length(longest, self.max_input_length)
+    input_ids = np.full((self.rows, length), self.pad_id, np.int32)
+    attention_mask = np.zeros((self.rows, length), np.int32)
     for i, row in enumerate(ids):
       input_ids[i, :len(row)] = row
       attention_mask[i, :len(row)] = 1
