@@ -197,6 +197,12 @@ def is_validation_step(step: int, phases: list[Phase], eval_every: int) -> bool:
 def make_run_optimizer(train_config, phases: list[Phase]):
   """`make_optimizer` for one student; one optimizer per student over its span for several."""
   spans = student_spans(phases)
+  accum = int(train_config.grad_accum_steps)
+  for student, (start, end) in spans.items():
+    if accum > 1 and (end - start) % accum:
+      log.warning("student %r trains for %d steps, not a multiple of train.grad_accum_steps=%d: "
+                  "the gradients of its last %d batches are accumulated but never applied",
+                  student, end - start, accum, (end - start) % accum)
   if len(spans) == 1:
     (steps,) = (end for start, end in spans.values())  # one student trains from step 0
     single = train_config.copy_and_resolve_references()

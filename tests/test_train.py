@@ -2,6 +2,7 @@
 rationales, NaN guard, SIGKILL + resume reproduces the uninterrupted run, load_students."""
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -173,6 +174,17 @@ def test_answer_only_baseline_optimizer_spans_the_answer_budget():
     got, state = tx.update(grads, state, params)
     want, alone_state = alone.update(grads, alone_state, params)
     np.testing.assert_allclose(got["student"]["w"], want["student"]["w"], rtol=1e-6)
+
+
+def test_partial_accumulation_at_a_span_end_is_reported(caplog):
+  from sciqa_jax.objectives import Objective
+  c = base_config()
+  c.train.warmup_steps, c.train.grad_accum_steps = 0, 2
+  with caplog.at_level(logging.WARNING, logger=trainer.__name__):
+    trainer.make_run_optimizer(c.train, trainer.plan_phases(Objective("two_stage"), 8, 3))
+  assert [r.getMessage() for r in caplog.records] == [
+      "student 'answer' trains for 3 steps, not a multiple of train.grad_accum_steps=2: the "
+      "gradients of its last 1 batches are accumulated but never applied"]
 
 
 def test_answer_budget_freezes_the_answer_student_and_resumes_after_the_boundary(
