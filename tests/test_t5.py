@@ -129,6 +129,33 @@ def test_dropout_uses_the_rng_and_deterministic_disables_it(checkpoints):
   assert np.abs(np.asarray(a - plain)).max() > 1e-3
 
 
+def test_dropout_drops_at_the_rate_with_independent_16_bit_lanes():
+  from sciqa_jax.models.t5 import Dropout
+  x = jnp.ones((4, 64, 257))  # an odd last axis: one word's second lane goes unused
+
+  def apply(rate, key, deterministic=False):
+    return np.asarray(Dropout(rate).apply({}, x, deterministic=deterministic,
+                                          rngs={"dropout": key}))
+
+  key = jax.random.key(0)
+  out = apply(0.1, key)
+  kept = out != 0
+  threshold = round(0.1 * 65536)
+  p = threshold / 65536
+  np.testing.assert_allclose(out[kept], 65536 / (65536 - threshold), rtol=1e-6)
+  within = lambda frac, prob, n: abs(frac - prob) < 4 * np.sqrt(prob * (1 - prob) / n)
+  # Both lanes of a word drop at the rate, and independently: element j of the last axis uses the
+  # low 16 bits of word j, element 129 + j its high 16 bits.
+  low, high = kept[..., :128], kept[..., 129:]
+  assert within((~low).mean(), p, low.size) and within((~high).mean(), p, high.size)
+  assert within((~low & ~high).mean(), p * p, low.size)
+  assert abs(out.mean() - 1.0) < 0.01  # inverted dropout keeps the expectation
+  assert not np.array_equal(out, apply(0.1, jax.random.key(1)))
+  np.testing.assert_array_equal(apply(0.1, key, deterministic=True), x)
+  np.testing.assert_array_equal(apply(0.0, key), x)
+  np.testing.assert_array_equal(apply(1.0, key), np.zeros(x.shape))
+
+
 def test_param_counts_match_published_models():
   flan_small = T5Config(vocab_size=32128, d_model=512, d_kv=64, d_ff=1024, num_layers=8,
                         num_heads=6, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
