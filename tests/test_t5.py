@@ -144,9 +144,9 @@ def test_dropout_drops_at_the_rate_with_independent_16_bit_lanes():
   p = threshold / 65536
   np.testing.assert_allclose(out[kept], 65536 / (65536 - threshold), rtol=1e-6)
   within = lambda frac, prob, n: abs(frac - prob) < 4 * np.sqrt(prob * (1 - prob) / n)
-  # Both lanes of a word drop at the rate, and independently: element j of the last axis uses the
-  # low 16 bits of word j, element 129 + j its high 16 bits.
-  low, high = kept[..., :128], kept[..., 129:]
+  # Both lanes of a word drop at the rate, and independently: elements 2j and 2j + 1 of the last
+  # axis use the two 16-bit halves of word j.
+  low, high = kept[..., 0:256:2], kept[..., 1:256:2]
   assert within((~low).mean(), p, low.size) and within((~high).mean(), p, high.size)
   assert within((~low & ~high).mean(), p * p, low.size)
   assert abs(out.mean() - 1.0) < 0.01  # inverted dropout keeps the expectation
