@@ -201,7 +201,7 @@ def make_run_optimizer(train_config, phases: list[Phase]):
   for student, (start, end) in spans.items():
     if accum > 1 and (end - start) % accum:
       log.warning("student %r trains for %d steps, not a multiple of train.grad_accum_steps=%d: "
-                  "the gradients of its last %d batches are accumulated but never applied",
+                  "the gradients of its last %d batch(es) are accumulated but never applied",
                   student, end - start, accum, (end - start) % accum)
   if len(spans) == 1:
     (steps,) = (end for start, end in spans.values())  # one student trains from step 0

@@ -144,8 +144,8 @@ def test_dropout_drops_at_the_rate_with_independent_16_bit_lanes():
   p = threshold / 65536
   np.testing.assert_allclose(out[kept], 65536 / (65536 - threshold), rtol=1e-6)
   within = lambda frac, prob, n: abs(frac - prob) < 4 * np.sqrt(prob * (1 - prob) / n)
-  # Both lanes of a word drop at the rate, and independently: elements 2j and 2j + 1 of the last
-  # axis use the two 16-bit halves of word j.
+  # Neighbours 2j and 2j + 1 of the last axis (the two 16-bit lanes of one word) each drop at the
+  # rate, and independently of each other.
   low, high = kept[..., 0:256:2], kept[..., 1:256:2]
   assert within((~low).mean(), p, low.size) and within((~high).mean(), p, high.size)
   assert within((~low & ~high).mean(), p * p, low.size)
@@ -154,6 +154,12 @@ def test_dropout_drops_at_the_rate_with_independent_16_bit_lanes():
   np.testing.assert_array_equal(apply(0.1, key, deterministic=True), x)
   np.testing.assert_array_equal(apply(0.0, key), x)
   np.testing.assert_array_equal(apply(1.0, key), np.zeros(x.shape))
+  np.testing.assert_array_equal(apply(1 - 2**-18, key), np.zeros(x.shape))  # rounds to 1
+  np.testing.assert_array_equal(apply(2**-18, key), x)  # rounds to 0
+  with pytest.raises(ValueError, match="rate=-0.1"):
+    apply(-0.1, key)
+  half = Dropout(0.5).apply({}, x.astype(jnp.bfloat16), deterministic=False, rngs={"dropout": key})
+  assert half.dtype == jnp.bfloat16 and set(np.unique(np.asarray(half, np.float32))) == {0.0, 2.0}
 
 
 def test_param_counts_match_published_models():
@@ -201,5 +207,7 @@ def test_config_rejects_bad_values():
     T5Config(feed_forward_proj="gated-swish-x")
   with pytest.raises(ValueError, match="dtype"):
     T5Config(dtype="float8")
+  with pytest.raises(ValueError, match="dropout_rate=1.0"):
+    T5Config(dropout_rate=1.0)
   with pytest.raises(ValueError, match="model_type"):
     T5Config.from_hf({"model_type": "bart"})

@@ -184,7 +184,7 @@ def test_partial_accumulation_at_a_span_end_is_reported(caplog):
     trainer.make_run_optimizer(c.train, trainer.plan_phases(Objective("two_stage"), 8, 3))
   assert [r.getMessage() for r in caplog.records] == [
       "student 'answer' trains for 3 steps, not a multiple of train.grad_accum_steps=2: the "
-      "gradients of its last 1 batches are accumulated but never applied"]
+      "gradients of its last 1 batch(es) are accumulated but never applied"]
 
 
 def test_answer_budget_freezes_the_answer_student_and_resumes_after_the_boundary(

@@ -100,6 +100,8 @@ class T5Config:
       value = getattr(self, name)
       if value not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"T5Config.{name}={value!r}; expected float32, bfloat16 or float16.")
+    if not 0.0 <= self.dropout_rate < 1.0:
+      raise ValueError(f"T5Config.dropout_rate={self.dropout_rate}; expected 0 <= rate < 1.")
 
   @property
   def is_gated(self) -> bool:
@@ -240,21 +242,24 @@ class Dropout(nn.Module):
   bitcast to two 16-bit lanes for neighbouring elements of the last axis (a free reshape, fused
   into the select; a [8, 6, 256, 256] mask and its gradient took 6 ms against 32-39 ms). Batch
   axes keep `x`'s layout, so batch-sharded activations draw their bits locally. The drop
-  probability is `rate` rounded to a multiple of 2**-16 (0.1 -> 0.100006); kept values are scaled
-  by the exact inverse of the resulting keep probability. Masks come from the "dropout" RNG
-  collection, a new one per call.
+  probability is `rate` rounded to a multiple of 2**-16 (0.1 -> 0.100006; a rate that rounds to
+  0 drops nothing, one that rounds to 1 everything); kept values are scaled by the exact inverse
+  of the resulting keep probability. Masks come from the "dropout" RNG collection, a new one per
+  call. Only what T5 needs: no `broadcast_dims`, no scalar inputs.
   """
 
   rate: float
 
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-    if deterministic or self.rate == 0.0:
-      return x
-    if self.rate >= 1.0:
-      return jnp.zeros_like(x)
+    if not 0.0 <= self.rate <= 1.0:
+      raise ValueError(f"Dropout rate={self.rate}; expected 0 <= rate <= 1")
     lane_values = 1 << 16
     threshold = round(self.rate * lane_values)
+    if deterministic or threshold == 0:
+      return x
+    if threshold == lane_values:
+      return jnp.zeros_like(x)
     width = x.shape[-1]
     words = jax.random.bits(self.make_rng("dropout"), x.shape[:-1] + (-(-width // 2),),
                             jnp.uint32)
