@@ -39,11 +39,11 @@ MIN_PADDED_LENGTH = 8
 def padded_length(length: int, cap: int) -> int:
   """The input length to compile for: the smallest of 8, 12, 16, 24, 32, 48, ... >= length, capped.
 
-  Callers pad each batch to this length so a run compiles a handful of programs, not one per
-  batch. Power-of-two lengths alone wasted up to half of every encoder pass (a 170-token question
-  + rationale padded to 256); with the 1.5x steps between them a bucket is less than a third
-  longer than its longest row (above 8 tokens), and two-stage evaluation of the Flan-T5-small
-  bench ran 16% faster (2026-12-01) for at most twice the compiled shapes.
+  Callers pad each batch to this length so a run compiles at most two programs per doubling of
+  the length, not one per batch. Power-of-two lengths alone wasted up to half of every encoder
+  pass (a 170-token question + rationale padded to 256); with the 1.5x steps between them a bucket
+  is less than a third longer than its longest row (above 8 tokens), and two-stage evaluation of
+  the Flan-T5-small bench ran 16% faster (2026-12-01) for at most twice the compiled shapes.
   """
   bucket = MIN_PADDED_LENGTH
   while bucket < length:

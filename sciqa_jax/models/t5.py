@@ -321,8 +321,7 @@ class Attention(nn.Module):
 
     scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) + bias
     probs = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
-    if not deterministic and cfg.dropout_rate > 0:
-      probs = Dropout(cfg.dropout_rate)(probs, deterministic=False)
+    probs = Dropout(cfg.dropout_rate)(probs, deterministic=deterministic)
     out = jnp.einsum("bhqk,bhkd->bqhd", probs, v).reshape(x.shape[:2] + (inner,))
     return _per_token(_dense(d, inner**-0.5, cfg, "o"), out)
 

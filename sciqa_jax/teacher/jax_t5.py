@@ -85,7 +85,7 @@ class JaxT5Teacher:
     return self._compiled[options]
 
   def _encode(self, prompts: Sequence[str], offset: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tokenises a chunk into [rows, padded length] ids and mask (right-padded, dummy rows appended)."""
+    """Tokenises a chunk: [rows, padded length] ids and mask, right-padded, dummy rows added."""
     ids = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     longest = max(len(row) for row in ids)
     if longest > self.max_input_length:
