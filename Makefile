@@ -1,4 +1,5 @@
-# The two README commands: `make demo` (the whole pipeline on the built-in task) and `make test`.
+# The two README commands: `make demo` (the whole pipeline on the built-in task) and `make test`
+# (`make test-fast` for the unit tests alone).
 PYTHON ?= python3
 VENV ?= .venv
 PY ?= $(VENV)/bin/python
@@ -8,7 +9,7 @@ DEMO_CONFIG ?= configs/demo.py
 DEMO_FLAGS ?=
 CFG = --config $(DEMO_CONFIG) --config.cache_dir=$(WORKDIR)/cache $(DEMO_FLAGS)
 
-.PHONY: setup demo demo-pipeline test bench clean
+.PHONY: setup demo demo-pipeline test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +32,14 @@ demo-pipeline:
 	$(PY) evaluate.py $(CFG) --checkpoint $(WORKDIR)/answer_only --split test --name answer_only --results_dir $(WORKDIR)
 	$(PY) evaluate.py $(CFG) --checkpoint $(WORKDIR)/two_stage --split test --name two_stage --results_dir $(WORKDIR)
 
-# Two workers: the tests are mostly single-threaded XLA compilation, so on the 2-core machine the
-# suite took 477 s with -n 2 against 629 s in one process (2026-11-23).
+# Two workers: the tests are mostly single-threaded XLA compilation, so two run side by side even
+# on a 2-core machine. `test` is the whole suite (CI runs it); `test-fast` is the inner loop, the
+# unit tests without the `slow` ones (scripts run as subprocesses, end-to-end runs).
 test: setup
 	$(PY) -m pytest -n 2 -q tests
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" -n 2 -q tests
 
 bench: setup
 	$(PY) bench/bench_t5.py

@@ -24,10 +24,21 @@ from __future__ import annotations
 
 import os
 
+from sciqa_jax import cli
+
+cli.quiet_third_party()  # before TensorFlow / JAX are imported
+
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from sciqa_jax import checkpoints
+from sciqa_jax import evaluation
+from sciqa_jax import reporting
+from sciqa_jax.data.registry import load_examples
+from sciqa_jax.teacher import make_teacher
+from sciqa_jax.teacher.evaluation import evaluate_teacher
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/<name>.py[:variant]); default: the checkpoint's config.")
@@ -55,25 +66,19 @@ def _parse_step(step: str) -> str | int:
 
 
 def _load_examples(config, split: str):
-  """The split's examples, with the split name checked against the task first."""
-  from sciqa_jax.data.registry import get_task  # pylint: disable=g-import-not-at-top
-
-  task = get_task(config.task)
-  if split not in task.splits:
-    raise app.UsageError(f"--split={split!r} is not a split of task {task.name!r}; valid splits: "
-                         f"{', '.join(task.splits)}")
-  examples = task.load(split, source=config.data.source, path=config.data.path,
-                       skip_bad_records=config.data.skip_bad_records,
-                       max_examples=config.data.max_examples)
-  if not examples:
-    raise ValueError(f"split {split!r} of task {task.name!r} (data.source={config.data.source!r}, "
-                     f"data.path={config.data.path!r}) has no examples")
-  return task, examples
+  """(task, examples) of the split; an unknown split or an empty one is a usage error."""
+  try:
+    loaded = load_examples(config, split)
+  except ValueError as e:
+    raise app.UsageError(f"--split: {e}") from None
+  if not loaded.examples:
+    raise ValueError(f"split {split!r} of task {loaded.task.name!r} "
+                     f"(data.source={config.data.source!r}, data.path={config.data.path!r}) has "
+                     "no examples")
+  return loaded.task, loaded.examples
 
 
 def _load_students(path: str, step: str | int):
-  from sciqa_jax import checkpoints  # pylint: disable=g-import-not-at-top
-
   if not os.path.isdir(path):
     raise FileNotFoundError(f"--checkpoint={path} is not a directory (expected a train.py --workdir)")
   try:
@@ -86,11 +91,9 @@ def _load_students(path: str, step: str | int):
 
 
 def main(argv):
+  cli.set_verbosity()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from sciqa_jax import evaluation  # pylint: disable=g-import-not-at-top
-  from sciqa_jax import reporting  # pylint: disable=g-import-not-at-top
-
   if _TEACHER.value == bool(_CHECKPOINT.value):
     raise app.UsageError("pass exactly one of --checkpoint DIR or --teacher")
   config = _CONFIG.value
@@ -102,10 +105,8 @@ def main(argv):
     name = _NAME.value or "teacher"
     split = _SPLIT.value or config.data.eval_split
     task, examples = _load_examples(config, split)
-    from sciqa_jax.teacher import make_teacher  # pylint: disable=g-import-not-at-top
-
     teacher = make_teacher(config.teacher, seed=config.seed)
-    result = evaluation.evaluate_teacher(teacher, examples, task, config.teacher, seed=config.seed,
+    result = evaluate_teacher(teacher, examples, task, config.teacher, seed=config.seed,
                                          progress=_PROGRESS.value,
                                          chain_of_thought=_TEACHER_COT.value,
                                          max_examples=config.eval.max_examples)

@@ -8,6 +8,10 @@ run; a different config on the same cache_dir is refused. The work is in sciqa_j
 
 import sys
 
+from sciqa_jax import cli
+
+cli.quiet_third_party()  # before TensorFlow / JAX are imported
+
 from absl import app
 from absl import logging
 from ml_collections import config_flags
@@ -31,6 +35,7 @@ def _process_index(config) -> int:
 
 
 def main(argv) -> None:
+  cli.set_verbosity()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
@@ -38,7 +43,7 @@ def main(argv) -> None:
     raise app.UsageError("--config is required, e.g. --config configs/generate_arc_easy.py")
   process_index = _process_index(config)
   try:
-    counts = rationales.generate_rationales(config, process_index=process_index)
+    counts = rationales.build_cache(config, process_index=process_index)
   except (CacheConfigMismatchError, BadRecordError) as e:
     # The user's to fix (another cache_dir, a data file): one line, no traceback.
     sys.exit(f"generate.py: {e}")

@@ -10,7 +10,9 @@ See sciqa_jax/trainer.py for what is written under the workdir.
 
 from __future__ import annotations
 
-import logging
+from sciqa_jax import cli
+
+cli.quiet_third_party()  # before TensorFlow / JAX are imported
 
 from absl import app
 from absl import flags
@@ -27,6 +29,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
+  cli.set_verbosity()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # Before anything touches the devices.
@@ -36,9 +39,6 @@ def main(argv):
   import jax
   from sciqa_jax import trainer
 
-  logging.getLogger("sciqa_jax").setLevel(logging.INFO)
-  # orbax logs every save at INFO through absl; keep the console to our progress and warnings.
-  logging.getLogger("absl").setLevel(logging.WARNING)
   summary = trainer.train(_CONFIG.value, _WORKDIR.value)
   if jax.process_index() == 0:
     print(summary.describe(), flush=True)

@@ -2,10 +2,9 @@
 
 The peer uses all cores, with denormals flushed to zero. XLA's CPU backend computes with denormal
 floats flushed to zero; PyTorch by default does not. From random weights, a few training steps
-produce enough denormal values that PyTorch's backward pass slows down severalfold (seen 2026-12-01
-on the project's Intel Xeon CPU: a Flan-T5-small AdamW step grew from 2.7 s to 12.8 s over five
-steps, and stayed at 2.7 s with flushing). A peer slowed that way would flatter every ratio, so the
-peer computes as XLA does.
+produce enough denormal values that PyTorch's backward pass slows down severalfold (see
+docs/benchmarks.md). A peer slowed that way would flatter every ratio, so the peer computes as XLA
+does.
 """
 
 from __future__ import annotations

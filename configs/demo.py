@@ -31,8 +31,7 @@ def get_config(variant: str = "full"):
   c.model.d_model = 128
   # Eight narrow heads rather than four wide ones (same FLOPs): a student from scratch spends heads
   # on positional jobs (the number beside each name, the conclusion at the end), and with 8 the
-  # stage-1 student's rationales concluded the gold choice on 48% of validation questions after
-  # 800 steps, against 37% with 4 heads of 32 and 43% with 16 heads of 8.
+  # stage-1 student's rationales concluded the gold choice most often (docs/recipe_notes.md).
   c.model.d_kv = 16
   c.model.num_heads = 8
   c.model.d_ff = 256
@@ -46,8 +45,8 @@ def get_config(variant: str = "full"):
   c.train.steps = 800
   # Students whose only job is answering stop at 300 steps; the rationale student goes on to 800.
   # The two-stage answer student has learnt to read the rationale's conclusion by then (its stream
-  # costs half of each joint step), and the answer-only baseline has plateaued: its validation
-  # accuracy was 34.0% after 300 steps and 34.3% after 800 (measured 2026-11-23).
+  # costs half of each joint step), and the answer-only baseline has plateaued
+  # (docs/recipe_notes.md).
   c.train.answer_steps = 300
   c.train.batch_size = 32
   c.train.max_input_length = 192

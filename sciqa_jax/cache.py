@@ -23,9 +23,9 @@ producing_config`); a run whose settings differ is refused with the differing ke
 cache never mixes two teachers or prompt styles. `splits[split]["examples_sha256"]` fingerprints
 the loaded examples, catching data files edited between runs.
 
-Only one process writes a cache (process 0 of a multi-host job); readers use `read_records`
-(everything, in order) or `read_cache` (a tf.data pipeline of serialized examples, files split
-across hosts).
+Only one process writes a cache (process 0 of a multi-host job). Readers use `read_records`:
+every record of a split, in shard order, on every host (the trainer splits the tokenised rows
+between hosts itself, see `input_pipeline.host_rows`).
 """
 
 from __future__ import annotations
@@ -43,24 +43,6 @@ from sciqa_jax.data.example import Example
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-
-# tf.io parsing spec of one serialized record (for tf.data consumers of `read_cache`).
-FEATURE_SPEC = {
-    "id": tf.io.FixedLenFeature([], tf.string),
-    "question": tf.io.FixedLenFeature([], tf.string),
-    "choice_labels": tf.io.VarLenFeature(tf.string),
-    "choice_texts": tf.io.VarLenFeature(tf.string),
-    "answer": tf.io.FixedLenFeature([], tf.string),
-    "context": tf.io.FixedLenFeature([], tf.string),
-    "solution": tf.io.VarLenFeature(tf.string),
-    "rationale": tf.io.FixedLenFeature([], tf.string),
-    "teacher_answer": tf.io.VarLenFeature(tf.string),  # 0 values = unparseable
-    "teacher_answer_text": tf.io.FixedLenFeature([], tf.string),
-    "correct": tf.io.FixedLenFeature([], tf.int64),
-    "sample_index": tf.io.FixedLenFeature([], tf.int64),
-    "teacher": tf.io.FixedLenFeature([], tf.string),
-    "prompt_style": tf.io.FixedLenFeature([], tf.string),
-}
 
 
 class CacheConfigMismatchError(ValueError):
@@ -105,7 +87,12 @@ def _int(value: int) -> tf.train.Feature:
 
 
 def serialize_record(record: RationaleRecord) -> bytes:
-  """A record as a serialized `tf.train.Example` (features: FEATURE_SPEC)."""
+  """A record as a serialized `tf.train.Example`.
+
+  Features (all bytes lists of UTF-8 strings unless noted): id, question, choice_labels,
+  choice_texts, answer, context, solution, rationale, teacher_answer (no value = unparseable),
+  teacher_answer_text, teacher, prompt_style; correct and sample_index are int64.
+  """
   example = record.example
   features = {
       "id": _bytes(example.id),
@@ -354,19 +341,3 @@ def read_records(cache_dir: str, split: str) -> Iterator[RationaleRecord]:
     return
   for serialized in tf.data.TFRecordDataset(files).as_numpy_iterator():
     yield parse_record(serialized)
-
-
-def read_cache(cache_dir: str, split: str, *, process_index: int = 0,
-               process_count: int = 1) -> tf.data.Dataset:
-  """Serialized records (parse with FEATURE_SPEC) of this host's share of the split's files.
-
-  Files are dealt to hosts round-robin in shard order (`Dataset.shard`), and read sequentially,
-  so every host's stream is deterministic and the hosts' streams are disjoint.
-  """
-  files = shard_files(cache_dir, split)
-  if len(files) < process_count:
-    raise ValueError(f"split {split!r} of {cache_dir!r} has {len(files)} shard files, fewer than "
-                     f"the {process_count} processes reading it; regenerate it with a smaller "
-                     "teacher.shard_size")
-  files_ds = tf.data.Dataset.from_tensor_slices(files).shard(process_count, process_index)
-  return files_ds.flat_map(tf.data.TFRecordDataset)

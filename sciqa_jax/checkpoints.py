@@ -1,6 +1,6 @@
 """Orbax checkpoints of a training run: the latest N plus the best by validation accuracy.
 
-One checkpoint step directory (`<workdir>/checkpoints/<step>/`) holds four items, saved together
+One checkpoint step directory (`<workdir>/checkpoints/<step>/`) holds three items, saved together
 with `ocp.args.Composite` so they are finalised (made visible) atomically:
 
   params  the students' parameters `{student: t5_params}` (StandardSave)
@@ -8,7 +8,13 @@ with `ocp.args.Composite` so they are finalised (made visible) atomically:
           apart from `params` so that `load_students` reads parameters without optimizer state
   meta    JSON: the resolved run config, the students' T5 config (HF dict), the phase and global
           step, the validation accuracy if one was measured
-  data    JSON: the data iterators' positions (`tf.train.Checkpoint` bytes, base64), one per process
+
+There is no data-iterator item: the data position is the step (batch k is a pure function of the
+run's rows, seed and k, see `input_pipeline.batch_indices`), so the restored step is all a resumed
+run needs. Checkpoints of older versions also hold a `data` item (iterator positions): restores
+name the items they read, so it is never read and such checkpoints restore as they are; a JSON
+handler stays registered under that name only so that orbax's metadata scan, which visits every
+item directory, does not warn about it.
 
 Saves are asynchronous (training continues while the arrays are written); `wait()` blocks until the
 last one is committed. Orbax writes into `<step>.orbax-checkpoint-tmp-*` and renames on commit (or
@@ -35,8 +41,11 @@ from typing import Any
 import flax.serialization
 import jax
 import jax.numpy as jnp
-import numpy as np
+import ml_collections
 import orbax.checkpoint as ocp
+
+from sciqa_jax.models import T5, T5Config
+from sciqa_jax.tokenizer import load_tokenizer
 
 # Config keys that decide the parameter shapes / what the students are: a checkpoint is only
 # compatible with a run that agrees on all of them. (dropout, compute dtype, lr... may change.)
@@ -45,6 +54,9 @@ MODEL_KEYS = ("init", "pretrained", "tokenizer", "tokenizer_vocab_size", "d_mode
               "tie_word_embeddings", "param_dtype")
 OBJECTIVE_KEYS = ("name", "shared_student", "stage2_rationales")
 VAL_METRIC = "val_accuracy"
+# The data-iterator item of checkpoints written before the data position was the step: never
+# written nor read, its handler only keeps orbax from warning about the directory.
+LEGACY_DATA_ITEM = "data"
 
 
 class CheckpointMismatchError(ValueError):
@@ -55,7 +67,6 @@ class CheckpointMismatchError(ValueError):
 class Restored:
   state: Any  # the same type as the target state, with arrays on the target shardings
   meta: dict
-  data_state: dict[str, str]  # {"process_<i>": iterator state}
 
 
 @dataclasses.dataclass
@@ -157,7 +168,8 @@ class Checkpointer:
         self.directory, options=options,
         item_handlers={"params": ocp.StandardCheckpointHandler(),
                        "train": ocp.StandardCheckpointHandler(),
-                       "meta": ocp.JsonCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
+                       "meta": ocp.JsonCheckpointHandler(),
+                       LEGACY_DATA_ITEM: ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -169,8 +181,7 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self.manager.all_steps())
 
-  def save(self, step: int, state, *, meta: dict, data_state: dict[str, str],
-           val_accuracy: float | None = None) -> bool:
+  def save(self, step: int, state, *, meta: dict, val_accuracy: float | None = None) -> bool:
     """Starts an asynchronous save of `state` at `step`; returns whether a save was started."""
     params, rest = _to_savable(state)
     meta = dict(meta, step=step, val_accuracy=val_accuracy)
@@ -179,7 +190,7 @@ class Checkpointer:
         step,
         args=ocp.args.Composite(
             params=ocp.args.StandardSave(params), train=ocp.args.StandardSave(rest),
-            meta=ocp.args.JsonSave(meta), data=ocp.args.JsonSave(data_state)),
+            meta=ocp.args.JsonSave(meta)),
         metrics=metrics, force=True)
 
   def _verify_finalized(self, step: int) -> None:
@@ -217,9 +228,9 @@ class Checkpointer:
     restored = self.manager.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(_abstract(target_params, shard_params)),
         train=ocp.args.StandardRestore(_abstract(target_rest, shard_rest)),
-        meta=ocp.args.JsonRestore(), data=ocp.args.JsonRestore()))
+        meta=ocp.args.JsonRestore()))
     state = _from_savable(target_state, restored.params, restored.train)
-    return Restored(state, restored.meta, restored.data or {})
+    return Restored(state, restored.meta)
 
   def restore_params(self, step: int) -> dict:
     """Only the params item, onto the first local device (for evaluation and export)."""
@@ -235,20 +246,6 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
-
-
-def gather_data_states(state: str) -> dict[str, str]:
-  """{"process_<i>": state} of every process (a collective: call it on all processes)."""
-  if jax.process_count() == 1:
-    return {"process_0": state}
-  from jax.experimental import multihost_utils
-  raw = np.frombuffer(state.encode("ascii"), np.uint8)
-  lengths = multihost_utils.process_allgather(np.array([raw.size], np.int64))
-  padded = np.zeros((int(lengths.max()),), np.uint8)
-  padded[:raw.size] = raw
-  gathered = multihost_utils.process_allgather(padded)
-  return {f"process_{i}": bytes(gathered[i, :int(lengths[i, 0])]).decode("ascii")
-          for i in range(gathered.shape[0])}
 
 
 # ---- loading trained students ----------------------------------------------------------------
@@ -275,11 +272,6 @@ def load_students(path: str, *, step: str | int = "best") -> LoadedStudents:
   `path` is the run's workdir (with config.json, tokenizer/ and checkpoints/); `step` is "best"
   (highest validation accuracy, else latest), "latest", or a step number. Only parameters are read.
   """
-  import ml_collections
-
-  from sciqa_jax.models import T5, T5Config
-  from sciqa_jax.tokenizer import load_tokenizer
-
   config_path = os.path.join(path, "config.json")
   if not os.path.isfile(config_path):
     raise FileNotFoundError(f"{config_path} not found: is {path} a train.py --workdir?")

@@ -46,6 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.teacher.request_timeout_s = 300.0  # http backend: per-request socket timeout
   c.teacher.use_chat_template = True  # hf backend: wrap prompts in the tokenizer's chat template
   c.teacher.max_input_length = 1024  # jax_t5 backend: longest prompt in tokens (longer = error)
+  c.teacher.parallelism = "data"  # jax_t5 backend: weights replicated (data) or sharded (fsdp)
   c.teacher.keep = "correct"  # correct | all
   c.teacher.error_rate = 0.0  # template teacher only: fraction of deliberately wrong rationales
   c.teacher.splits = ("train",)  # splits to explain

@@ -40,10 +40,10 @@ def padded_length(length: int, cap: int) -> int:
   """The input length to compile for: the smallest of 8, 12, 16, 24, 32, 48, ... >= length, capped.
 
   Callers pad each batch to this length so a run compiles at most two programs per doubling of
-  the length, not one per batch. Power-of-two lengths alone wasted up to half of every encoder
+  the length, not one per batch. Power-of-two lengths alone waste up to half of every encoder
   pass (a 170-token question + rationale padded to 256); with the 1.5x steps between them a bucket
-  is less than a third longer than its longest row (above 8 tokens), and two-stage evaluation of
-  the Flan-T5-small bench ran 16% faster (2026-12-01) for at most twice the compiled shapes.
+  is less than a third longer than its longest row (above 8 tokens), for at most twice the
+  compiled shapes.
   """
   bucket = MIN_PADDED_LENGTH
   while bucket < length:
@@ -94,8 +94,10 @@ def _filter_logits(logits: jax.Array, top_k: int, top_p: float) -> jax.Array:
   return logits
 
 
-def _token_log_prob(logits: jax.Array, tokens: jax.Array) -> jax.Array:
-  picked = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
+def token_log_probs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+  """log softmax(logits)[token] for logits [..., V] and tokens [...]: the one token
+  log-likelihood of generation and candidate scoring."""
+  picked = jnp.take_along_axis(logits, tokens[..., None], axis=-1)[..., 0]
   return picked - jax.nn.logsumexp(logits, axis=-1)
 
 
@@ -147,7 +149,7 @@ def make_generate_fn(model: T5, *, max_new_tokens: int, method: str = "greedy",
       else:
         scaled = _filter_logits(logits / temperature, top_k, top_p)
         token = jax.random.categorical(jax.random.fold_in(rng, t), scaled).astype(jnp.int32)
-      token_lp = _token_log_prob(logits, token)
+      token_lp = token_log_probs(logits, token)
       token = jnp.where(done, pad, token)
       token_lp = jnp.where(done, 0.0, token_lp)
       tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, t))
@@ -266,26 +268,3 @@ def generate(model: T5, params: Any, input_ids: jax.Array, attention_mask: jax.A
   fn = _jitted_generate_fn(model, tuple(sorted(options.items())))
   rng = jax.random.key(0) if rng is None else rng
   return fn(params, jnp.asarray(input_ids, jnp.int32), jnp.asarray(attention_mask, jnp.int32), rng)
-
-
-def sequence_log_likelihood(model: T5, params: Any, input_ids: jax.Array,
-                            attention_mask: jax.Array, labels: jax.Array,
-                            label_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Per-row summed log-prob of `labels` (teacher forcing) and the number of scored tokens.
-
-  `labels` [B, T] are the target ids (EOS included if it should be scored), `label_mask` [B, T]
-  1 where a token counts. Decoder inputs are the labels shifted right behind the start token.
-  Pure and jittable: callers jit/pmap it (rank classification scores every candidate answer).
-  """
-  cfg = model.config
-  labels = jnp.asarray(labels, jnp.int32)
-  label_mask = jnp.asarray(label_mask, jnp.float32)
-  shifted = jnp.where(label_mask > 0, labels, cfg.pad_token_id)
-  decoder_input_ids = jnp.concatenate(
-      [jnp.full((labels.shape[0], 1), cfg.decoder_start_token_id, jnp.int32), shifted[:, :-1]], 1)
-  decoder_mask = jnp.concatenate([jnp.ones_like(label_mask[:, :1]), label_mask[:, :-1]], axis=1)
-  logits = model.apply({"params": params}, input_ids, attention_mask, decoder_input_ids,
-                       decoder_mask.astype(jnp.int32))
-  picked = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
-  token_lp = (picked - jax.nn.logsumexp(logits, axis=-1)) * label_mask
-  return token_lp.sum(-1), label_mask.sum(-1)

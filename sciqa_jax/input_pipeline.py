@@ -8,11 +8,23 @@ Design:
   * Tokenisation runs once, up front, on the host with the fast (Rust) batch tokenizer into numpy.
     Every row is truncated and padded to the config's fixed lengths, so every batch has the same
     shapes and the jitted train step compiles exactly once.
-  * tf.data shuffles *row indices*, not rows: the iterator's state (what `tf.train.Checkpoint`
-    saves) is then a few kilobytes of int64 indices however long the sequences are, and the numpy
-    gather that turns an index batch into token arrays is cheap and exact. The sequence of batches
-    is a deterministic function of (rows, seed, process_index, process_count): shuffling uses a
-    fixed op seed and reshuffles every epoch in a deterministic order.
+  * The data position is the step: batch k is a pure function of
+    (num_rows, seed, k, process_index, process_count) (`batch_indices`), so there is no iterator
+    state to checkpoint and a run resumed at step k (after SIGKILL or not) sees exactly the batches
+    an uninterrupted run sees. A host reads its rows as an endless stream of epochs; epoch e is a
+    permutation of the host's rows keyed by (seed, process_index, e) (the process index too, so
+    that hosts do not read their rows in the same relative order: otherwise rows i and i + 1,
+    often two rationales of one question, would always share a global batch); batch k is stream
+    positions [k * b, (k + 1) * b) with b the per-host batch size. A batch may straddle two (or,
+    when the host has fewer rows than a batch, more) epochs: no row is ever dropped.
+  * The permutation is our own, not numpy's `Generator.permutation` (whose stream numpy does not
+    promise to keep across versions): epoch e of host p with n rows sorts positions 0..n-1 by the
+    64-bit key m(m(m(m(seed) ^ p) ^ e) ^ i), m = splitmix64, all in wrapping uint64 integer
+    arithmetic (seed, p and e taken modulo 2**64). m is a bijection, so the keys are distinct and
+    the order is exact and the same on every platform and numpy version.
+  * Batches hold row *indices*; the numpy gather that turns them into token arrays is cheap and
+    exact. `Batches.get(k)` caches only the permutations of the epochs batch k touches, so
+    sequential access costs one sort per epoch.
   * Multi-host: rows are split disjointly by `jax.process_index()` (row i goes to host
     i % process_count) and each host batches `global_batch // process_count` of its own rows; the
     trainer assembles the global array from the per-host pieces.
@@ -24,21 +36,19 @@ masked by `attention_mask` / `decoder_attention_mask`.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import os
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
-import tensorflow as tf
 
+from sciqa_jax import cache as cache_lib
+from sciqa_jax import tokenizer as tokenizer_lib
 from sciqa_jax.data.example import Example
+from sciqa_jax.data.registry import load_examples
 from sciqa_jax.objectives import Objective
 
 DECODER_START_TOKEN_ID = 0
-FEATURE_KEYS = ("input_ids", "attention_mask", "decoder_input_ids", "labels",
-                "decoder_attention_mask")
 
 Batch = dict[str, dict[str, np.ndarray]]
 
@@ -102,6 +112,23 @@ def training_examples(records: Iterable, objective: Objective) -> list[tuple[Exa
   return pairs
 
 
+def training_pairs(config, objective: Objective) -> list[tuple[Example, str | None]]:
+  """(example, rationale) rows of a run: the cache's train split (answer_only without a cache
+  reads the task's train split directly)."""
+  split = config.data.train_split
+  if config.cache_dir:
+    if not os.path.isdir(os.path.join(config.cache_dir, split)):
+      raise FileNotFoundError(f"{config.cache_dir}/{split} not found: run generate.py with this "
+                              "config first (config.cache_dir)")
+    records = cache_lib.read_records(config.cache_dir, split)
+  elif not objective.uses_rationales:
+    records = load_examples(config, split).examples
+  else:
+    raise ValueError(f"config.cache_dir is empty but objective {objective.name!r} trains on "
+                     "teacher rationales: run generate.py and pass --config.cache_dir")
+  return training_examples(records, objective)
+
+
 def text_pairs(pairs: Sequence[tuple[Example, str | None]], objective: Objective,
                streams: Sequence[str] | None = None) -> dict[str, tuple[list[str], list[str]]]:
   """{stream: (inputs, targets)} with one entry per pair, in the order of `pairs`.
@@ -123,34 +150,19 @@ def text_pairs(pairs: Sequence[tuple[Example, str | None]], objective: Objective
 
 def encode_texts(tokenizer, texts: Sequence[str],
                  max_length: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-  """Token ids [N, L] (EOS-terminated, truncated keeping EOS, 0-padded) and lengths.
+  """Token ids [N, L] (`tokenizer.tokenize`'s students' layout, 0-padded), lengths, the number
+  of rows truncated and the longest untruncated length.
 
   `max_length` is a cap: L is the longest row rounded up to a multiple of 8, at most `max_length`.
   The rows are tokenised once for the whole run, so L is fixed and jit compiles once per stream,
   while short streams (answers of a few tokens) do not pay for the longest stream's padding.
   """
-  if max_length < 2:
-    raise ValueError(f"sequence length {max_length} is too short (need room for a token and EOS)")
-  eos = tokenizer.eos_token_id
-  if eos is None:
-    raise ValueError(f"tokenizer {type(tokenizer).__name__} has no EOS token; T5 students need one")
-  # One batch call through the fast tokenizer; no truncation here so we can count what is lost.
-  encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-  longest_with_eos = max((len(row) + 1 for row in encoded), default=2)
-  max_length = min(max_length, -(-longest_with_eos // 8) * 8)
-  ids = np.zeros((len(texts), max_length), np.int32)
-  lengths = np.zeros((len(texts),), np.int32)
-  truncated = 0
-  longest = 0
-  for i, row in enumerate(encoded):
-    longest = max(longest, len(row) + 1)
-    if len(row) + 1 > max_length:
-      truncated += 1
-      row = row[:max_length - 1]
-    n = len(row)
-    ids[i, :n] = row
-    ids[i, n] = eos
-    lengths[i] = n + 1
+  rows, truncated, longest = tokenizer_lib.tokenize(tokenizer, texts, max_length)
+  width = min(max_length, -(-max((len(row) for row in rows), default=2) // 8) * 8)
+  ids = np.zeros((len(rows), width), np.int32)
+  lengths = np.array([len(row) for row in rows], np.int32)
+  for i, row in enumerate(rows):
+    ids[i, :len(row)] = row
   return ids, lengths, truncated, longest
 
 
@@ -208,65 +220,100 @@ def per_host_batch_size(global_batch_size: int, process_count: int) -> int:
   return global_batch_size // process_count
 
 
-class BatchIterator:
-  """Endless deterministic batches of one host; its position can be saved and restored.
+_UINT64 = 1 << 64
 
-  `next()` returns `{stream: {feature: np.int32 [per_host_batch, length]}}`.
-  `get_state()` / `set_state()` exchange the tf.data iterator position as a base64 string (fits in
-  a JSON checkpoint item); restoring it makes the following batches identical to the ones an
-  uninterrupted run would have seen.
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+  """The splitmix64 finaliser (a bijection of uint64), elementwise with wrapping arithmetic."""
+  x = x + np.uint64(0x9E3779B97F4A7C15)
+  x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+  x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+  return x ^ (x >> np.uint64(31))
+
+
+def epoch_permutation(n: int, seed: int, epoch: int, process_index: int = 0) -> np.ndarray:
+  """The order (positions 0..n-1, int64) in which host `process_index` reads its n rows in `epoch`.
+
+  Sorts the positions i by m(m(m(m(seed) ^ process_index) ^ epoch) ^ i), m = splitmix64:
+  integer-only, so identical on every platform and numpy version (see the module docstring).
+  """
+  if epoch < 0:
+    raise ValueError(f"epoch {epoch} is negative")
+  key = _splitmix64(np.array([seed % _UINT64], np.uint64))
+  key = _splitmix64(key ^ np.uint64(process_index % _UINT64))
+  key = _splitmix64(key ^ np.uint64(epoch % _UINT64))
+  return np.argsort(_splitmix64(key ^ np.arange(n, dtype=np.uint64)), kind="stable")
+
+
+def _stream_indices(local: np.ndarray, k: int, batch_size: int,
+                    permutation) -> np.ndarray:
+  """Global row indices at positions [k*b, (k+1)*b) of the host's epoch stream over `local`."""
+  if k < 0:
+    raise ValueError(f"batch index {k} is negative")
+  if batch_size < 1:
+    raise ValueError(f"per-host batch size {batch_size} must be positive")
+  n = local.size
+  positions = k * batch_size + np.arange(batch_size, dtype=np.int64)
+  epochs, offsets = np.divmod(positions, n)
+  out = np.empty((batch_size,), np.int64)
+  for epoch in range(int(epochs[0]), int(epochs[-1]) + 1):
+    where = epochs == epoch
+    out[where] = local[permutation(epoch)[offsets[where]]]
+  return out
+
+
+def batch_indices(num_rows: int, k: int, *, batch_size_per_host: int, seed: int,
+                  process_index: int = 0, process_count: int = 1) -> np.ndarray:
+  """The global row indices (int64 [batch_size_per_host]) of this host's batch k.
+
+  A pure function of its arguments: the host's rows (`host_rows`) read as an endless stream of
+  epochs, epoch e in the order `epoch_permutation(len(host rows), seed, e, process_index)`;
+  batch k is stream positions [k * b, (k + 1) * b).
+  """
+  local = host_rows(num_rows, process_index, process_count)
+  return _stream_indices(local, k, batch_size_per_host,
+                         lambda epoch: epoch_permutation(local.size, seed, epoch, process_index))
+
+
+class Batches:
+  """This host's training batches by index: `get(k)` is batch k of the run (see `batch_indices`).
+
+  `get(k)` returns `{stream: {feature: np.int32 [per_host_batch, length]}}`. There is no iterator
+  state: any k may be asked for in any order, and two `Batches` with the same rows and settings
+  give identical batches. Only the permutations of the epochs the latest batch touched are kept,
+  so stepping k = 0, 1, 2, ... sorts each epoch once.
   """
 
   def __init__(self, rows: TokenizedRows, *, global_batch_size: int, seed: int,
-               process_index: int = 0, process_count: int = 1, prefetch: int = 2):
+               process_index: int = 0, process_count: int = 1):
     self.rows = rows
+    self.seed = seed
+    self.process_index = process_index
+    self.process_count = process_count
     self.batch_size = per_host_batch_size(global_batch_size, process_count)
-    local = host_rows(rows.num_rows, process_index, process_count)
-    dataset = tf.data.Dataset.from_tensor_slices(local)
-    # The buffer holds every local index, so each epoch is a full uniform permutation.
-    dataset = dataset.shuffle(len(local), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.repeat().batch(self.batch_size, drop_remainder=True).prefetch(prefetch)
-    options = tf.data.Options()
-    options.deterministic = True
-    self._dataset = dataset.with_options(options)
-    self._iterator = iter(self._dataset)
-    self._checkpoint = tf.train.Checkpoint(iterator=self._iterator)
+    self.local_rows = host_rows(rows.num_rows, process_index, process_count)
+    self._permutations: dict[int, np.ndarray] = {}
 
-  def __iter__(self) -> Iterator[Batch]:
-    return self
+  def indices(self, k: int) -> np.ndarray:
+    """The global row indices of batch k (equal to `batch_indices` with this object's settings)."""
+    kept = {}
 
-  def __next__(self) -> Batch:
-    indices = next(self._iterator).numpy()
+    def permutation(epoch: int) -> np.ndarray:
+      if epoch not in kept:
+        kept[epoch] = self._permutations.get(epoch)
+        if kept[epoch] is None:
+          kept[epoch] = epoch_permutation(self.local_rows.size, self.seed, epoch,
+                                          self.process_index)
+      return kept[epoch]
+
+    out = _stream_indices(self.local_rows, k, self.batch_size, permutation)
+    self._permutations = kept
+    return out
+
+  def get(self, k: int) -> Batch:
+    indices = self.indices(k)
     return {stream: {key: value[indices] for key, value in features.items()}
             for stream, features in self.rows.arrays.items()}
-
-  def get_state(self) -> str:
-    with tempfile.TemporaryDirectory() as tmp:
-      self._checkpoint.write(os.path.join(tmp, "iterator"))
-      blob = {}
-      for name in sorted(os.listdir(tmp)):
-        with open(os.path.join(tmp, name), "rb") as f:
-          blob[name] = f.read()
-    # Length-prefixed concatenation of (name, bytes): no extra dependency, exact round trip.
-    parts = []
-    for name, data in blob.items():
-      encoded = name.encode()
-      parts += [len(encoded).to_bytes(4, "little"), encoded, len(data).to_bytes(8, "little"), data]
-    return base64.b64encode(b"".join(parts)).decode("ascii")
-
-  def set_state(self, state: str) -> None:
-    raw = base64.b64decode(state.encode("ascii"))
-    with tempfile.TemporaryDirectory() as tmp:
-      pos = 0
-      while pos < len(raw):
-        n = int.from_bytes(raw[pos:pos + 4], "little")
-        name = raw[pos + 4:pos + 4 + n].decode()
-        pos += 4 + n
-        m = int.from_bytes(raw[pos:pos + 8], "little")
-        with open(os.path.join(tmp, name), "wb") as f:
-          f.write(raw[pos + 8:pos + 8 + m])
-        pos += 8 + m
-      self._checkpoint.read(os.path.join(tmp, "iterator")).assert_consumed()
 
 
 # ---- tokenizer set-up ------------------------------------------------------------------------
@@ -290,8 +337,6 @@ def prepare_tokenizer(model_config, workdir: str, texts: Sequence[str], *, is_wr
   loaded and copied. Only the writer process (process 0) writes; call it there first and on the
   other processes after a barrier.
   """
-  from sciqa_jax import tokenizer as tokenizer_lib
-
   out_dir = os.path.join(workdir, "tokenizer")
   if os.path.isdir(out_dir) and os.listdir(out_dir):
     return tokenizer_lib.load_tokenizer(out_dir)

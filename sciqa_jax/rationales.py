@@ -3,7 +3,8 @@
 For each split in `teacher.splits`, examples are cut into fixed shards of `teacher.shard_size`
 (the cache's unit of resumption, see sciqa_jax.cache). Per shard:
 
-  1. the teacher explains every example `teacher.num_samples` times (diverse reasoning);
+  1. the teacher explains every example `teacher.num_samples` times (diverse reasoning;
+     `sciqa_jax.teacher.explain`);
      completion teachers get the prompts of `teacher.prompt_style` (sciqa_jax.teacher.prompts) in
      batches of `teacher.batch_size`, example teachers get the Examples;
   2. identical rationales of one example (after whitespace normalisation) are dropped as
@@ -21,17 +22,19 @@ exactly the seeds an uninterrupted run would.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import logging
 import math
 from collections.abc import Sequence
 from typing import Any
 
+import tqdm
+
 from sciqa_jax import cache as cache_lib
 from sciqa_jax.data.example import Example
-from sciqa_jax.data.registry import Task, get_task
+from sciqa_jax.data.registry import Task, load_examples
+from sciqa_jax.teacher import make_teacher
 from sciqa_jax.teacher import prompts as prompts_lib
+from sciqa_jax.teacher.explain import derive_seed, explain, first_occurrences, is_example_teacher
 
 KEEP_MODES = ("correct", "all")
 COUNT_KEYS = ("examples", "samples", "kept", "correct", "wrong", "unparseable", "duplicates",
@@ -65,12 +68,6 @@ def producing_config(config) -> dict[str, Any]:
   return out
 
 
-def derive_seed(*parts: Any) -> int:
-  """A 31-bit seed from any values (stable across processes and Python versions)."""
-  digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-  return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
 def validate_config(config) -> None:
   """Fails early, naming the key, on teacher settings that cannot produce a cache."""
   t = config.teacher
@@ -96,78 +93,8 @@ def validate_config(config) -> None:
 
 
 def build_teacher(config):
-  """The teacher of `config.teacher` (factory: sciqa_jax.teacher.base.make_teacher)."""
-  from sciqa_jax.teacher import base  # pylint: disable=g-import-not-at-top
-
-  return base.make_teacher(config.teacher, config.seed)
-
-
-def is_example_teacher(teacher) -> bool:
-  return hasattr(teacher, "explain")
-
-
-def first_occurrences(rationales: Sequence[str]) -> list[bool]:
-  """Per sample, whether it is the first with its (whitespace-normalised) rationale."""
-  seen, first = set(), []
-  for rationale in rationales:
-    key = " ".join(rationale.split())
-    first.append(key not in seen)
-    seen.add(key)
-  return first
-
-
-@dataclasses.dataclass
-class _Sample:
-  rationale: str
-  answer_text: str | None  # None until step 2 answered it
-
-
-def _complete_in_batches(teacher, prompts: list[str], *, batch_size: int, seed: int,
-                         **options) -> list[list[str]]:
-  out: list[list[str]] = []
-  for b, start in enumerate(range(0, len(prompts), batch_size)):
-    batch = prompts[start:start + batch_size]
-    completions = teacher.complete(batch, seed=derive_seed(seed, b), **options)
-    if len(completions) != len(batch):
-      raise RuntimeError(f"teacher {teacher.name!r} returned {len(completions)} completion lists "
-                         f"for {len(batch)} prompts")
-    out.extend(completions)
-  return out
-
-
-def explain(teacher, examples: Sequence[Example], teacher_config, *, seed: int,
-            exemplars: Sequence[prompts_lib.Exemplar] = ()) -> list[list[tuple[str, str]]]:
-  """Per example, (rationale, answer text) for every sample the teacher wrote (module doc 1-2).
-
-  Duplicate samples are returned too (with an empty answer text, never asked for): the caller
-  counts them.
-  """
-  t = teacher_config
-  if is_example_teacher(teacher):
-    outputs = teacher.explain(list(examples), num_samples=t.num_samples, seed=seed)
-    return [[(o.rationale, o.answer_text) for o in per_example] for per_example in outputs]
-  style = t.prompt_style
-  completions = _complete_in_batches(
-      teacher, [prompts_lib.rationale_prompt(e, style, exemplars) for e in examples],
-      batch_size=t.batch_size, seed=derive_seed(seed, "rationale"), num_samples=t.num_samples,
-      temperature=t.temperature, top_p=t.top_p, max_new_tokens=t.max_new_tokens)
-  samples = [[_Sample(*prompts_lib.split_completion(c)) for c in per_example]
-             for per_example in completions]
-  pending: list[tuple[_Sample, str]] = []
-  for example, per_example in zip(examples, samples):
-    firsts = first_occurrences([s.rationale for s in per_example])
-    for sample, first in zip(per_example, firsts):
-      if first and sample.answer_text is None and sample.rationale:
-        pending.append((sample, prompts_lib.answer_prompt(example, sample.rationale, style,
-                                                          exemplars)))
-  if pending:
-    answers = _complete_in_batches(
-        teacher, [prompt for _, prompt in pending], batch_size=t.batch_size,
-        seed=derive_seed(seed, "answer"), num_samples=1, temperature=0.0, top_p=1.0,
-        max_new_tokens=t.answer_max_new_tokens)
-    for (sample, _), answer in zip(pending, answers):
-      sample.answer_text = prompts_lib.clean_answer(answer[0]) if answer else ""
-  return [[(s.rationale, s.answer_text or "") for s in per_example] for per_example in samples]
+  """The teacher of `config.teacher` (factory: sciqa_jax.teacher.make_teacher)."""
+  return make_teacher(config.teacher, config.seed)
 
 
 def filter_samples(task: Task, example: Example, outputs: Sequence[tuple[str, str]], *,
@@ -197,8 +124,8 @@ def filter_samples(task: Task, example: Example, outputs: Sequence[tuple[str, st
   return records, counts
 
 
-def generate_rationales(config, *, teacher=None, process_index: int = 0,
-                        progress: bool = True) -> dict[str, dict[str, int]]:
+def build_cache(config, *, teacher=None, process_index: int = 0,
+                progress: bool = True) -> dict[str, dict[str, int]]:
   """Builds (or resumes) the rationale cache of `config`; returns the counts per split.
 
   Args:
@@ -209,7 +136,6 @@ def generate_rationales(config, *, teacher=None, process_index: int = 0,
     progress: show a tqdm bar (examples/s, kept ratio) on process 0.
   """
   validate_config(config)
-  task = get_task(config.task)
   teacher = build_teacher(config) if teacher is None else teacher
   t = config.teacher
   example_teacher = is_example_teacher(teacher)
@@ -221,9 +147,8 @@ def generate_rationales(config, *, teacher=None, process_index: int = 0,
                                  read_only=process_index != 0)
   counts: dict[str, dict[str, int]] = {}
   for split in t.splits:
-    examples, report = task.load_with_report(
-        split, source=config.data.source, path=config.data.path,
-        skip_bad_records=config.data.skip_bad_records, max_examples=config.data.max_examples)
+    loaded = load_examples(config, split)
+    task, examples, report = loaded.task, loaded.examples, loaded.report
     num_shards = math.ceil(len(examples) / t.shard_size)
     done = writer.start_split(split, examples, num_shards, skipped_records=report.num_skipped)
     if done:
@@ -261,8 +186,6 @@ def _progress_bar(split: str, examples: Sequence[Example], done: set[int], shard
                   enabled: bool):
   if not enabled:
     return None
-  import tqdm  # pylint: disable=g-import-not-at-top
-
   already = sum(len(examples[k * shard_size:(k + 1) * shard_size]) for k in done)
   return tqdm.tqdm(total=len(examples), initial=already, unit="ex", desc=f"explaining {split}",
                    dynamic_ncols=True)

@@ -1,4 +1,4 @@
-"""Results reporting: JSON(L) writers, the Markdown results table and the accuracy plot.
+"""Reporting: JSON(L) writers, the results table and plot, training metrics, FLOPs and MFU.
 
 A results directory holds one table of evaluated models:
 
@@ -16,11 +16,16 @@ table or predictions file behind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+import jax
+import numpy as np
 
 RESULTS_JSONL = "results.jsonl"
 RESULTS_MD = "results.md"
@@ -138,3 +143,151 @@ def record_result(results_dir: str, row: dict[str, Any], *, echo: bool = True) -
   if echo:
     print(table, flush=True)
   return rows
+
+
+# ---- training metrics -------------------------------------------------------------------
+
+
+# Dense bf16 peak FLOP/s per chip, matched against `device.device_kind` (first match wins). MFU is
+# reported against these whatever the compute dtype; unknown devices (and CPUs) report no MFU.
+PEAK_FLOPS = (
+    ("TPU v5p", 459e12),
+    ("TPU v5 lite", 197e12),
+    ("TPU v5e", 197e12),
+    ("TPU v4", 275e12),
+    ("H200", 989e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+)
+
+
+def device_peak_flops(device: jax.Device) -> float | None:
+  if device.platform == "cpu":
+    return None
+  kind = device.device_kind.lower()
+  for name, peak in PEAK_FLOPS:
+    if name.lower() in kind:
+      return peak
+  return None
+
+
+def train_flops_per_row(params: dict, streams: Sequence,
+                        lengths: dict[str, tuple[int, int]]) -> float:
+  """Matmul FLOPs (forward + backward = 6 per weight per token) of one row of every stream.
+
+  `lengths[stream]` is its (input, target) padded length. Encoder weights see the input tokens,
+  decoder weights and the output head the target tokens; the embedding gather and attention
+  scores are left out (small at these lengths).
+  """
+  flops = 0.0
+  for stream in streams:
+    input_length, target_length = lengths[stream.name]
+    p = params[stream.student]
+    size = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+    encoder = size(p["encoder"])
+    head = size(p["lm_head"]) if "lm_head" in p else size(p["shared"])
+    decoder = size(p["decoder"]) + head
+    flops += 6.0 * (encoder * input_length + decoder * target_length)
+  return flops
+
+
+@dataclasses.dataclass
+class TrainSummary:
+  """What train.py prints at the end of a run (and writes to `<workdir>/summary.json`)."""
+
+  workdir: str
+  final_step: int
+  final_loss: float | None
+  best_step: int | None
+  best_val_accuracy: float | None
+  tokens_per_sec: float | None
+  mfu: float | None
+  train_step_compilations: int
+  truncation: dict[str, str]
+  exported: dict[str, str]
+  resumed_from: int | None
+
+  def describe(self) -> str:
+    fmt = lambda value: "n/a" if value is None else f"{value:.4g}"
+    lines = [f"workdir: {self.workdir}", f"final step: {self.final_step}",
+             f"final train loss: {fmt(self.final_loss)}",
+             f"best step: {self.best_step} (validation accuracy {fmt(self.best_val_accuracy)})",
+             f"throughput: {fmt(self.tokens_per_sec)} tokens/s, MFU {fmt(self.mfu)}",
+             f"train step compilations: {self.train_step_compilations}"]
+    if self.resumed_from is not None:
+      lines.append(f"resumed from step {self.resumed_from}")
+    lines += [f"truncation, {text}" for text in self.truncation.values()]
+    lines += [f"exported {student}: {path}" for student, path in self.exported.items()]
+    return "\n".join(lines)
+
+
+class Throughput:
+  """Tokens/s, steps/s and MFU since the last `rates()`; a phase's first step (compiling) is not
+  timed."""
+
+  def __init__(self):
+    self.start, self.tokens, self.steps = None, 0, 0
+
+  def add_tokens(self, count: int) -> None:
+    self.tokens += count
+
+  def step(self, metrics) -> None:
+    """Call after dispatching each step with its (device) metrics."""
+    if self.start is None:
+      jax.block_until_ready(metrics)
+      self.start, self.tokens, self.steps = time.perf_counter(), 0, 0
+    else:
+      self.steps += 1
+
+  def rates(self, flops_per_step: float, peak_flops: float | None) -> dict[str, float]:
+    elapsed = time.perf_counter() - self.start
+    out = {}
+    if self.steps and elapsed > 0:
+      out["tokens_per_sec"] = self.tokens / elapsed
+      out["steps_per_sec"] = self.steps / elapsed
+      if peak_flops is not None:
+        out["mfu"] = flops_per_step * self.steps / elapsed / (peak_flops * jax.device_count())
+    self.start, self.tokens, self.steps = time.perf_counter(), 0, 0
+    return out
+
+
+class MetricWriter:
+  """`<workdir>/metrics.jsonl` and TensorBoard; writes nothing on processes other than 0."""
+
+  def __init__(self, workdir: str, enabled: bool, *, resume_step: int | None):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if not enabled:
+      return
+    if os.path.exists(self.path):
+      # A resumed run replays the steps after its checkpoint: drop their old lines.
+      with open(self.path) as f:
+        kept = [line for line in f
+                if resume_step is not None and json.loads(line)["step"] <= resume_step]
+      _atomic_write(self.path, lambda f: f.writelines(kept))
+    # Imported on use: TensorFlow's start-up costs seconds, and only the writer process needs it.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
+    self._tf = tf
+    # tf.summary.scalar lives in the tensorboard package (not a dependency); the core
+    # tf.summary.write with the scalars plugin's metadata writes the same event records.
+    self._metadata = summary_pb2.SummaryMetadata(data_class=summary_pb2.DATA_CLASS_SCALAR)
+    self._metadata.plugin_data.plugin_name = "scalars"
+    self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step), "split": split, **{k: float(v) for k, v in metrics.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    with self._tb.as_default(step=int(step)):
+      for key, value in metrics.items():
+        self._tf.summary.write(f"{split}/{key}", self._tf.constant(float(value), self._tf.float32),
+                               metadata=self._metadata)
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()

@@ -112,15 +112,18 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
   return jax.tree_util.tree_map_with_path(put, batch)
 
 
-def init_sharded_state(init_fn: Callable[[], TrainState], mesh: Mesh,
+def init_sharded_state(init_fn: Callable[..., TrainState], *args, mesh: Mesh,
                        parallelism: str) -> tuple[TrainState, TrainState]:
-  """Run `init_fn` (e.g. `lambda: create_train_state(...)`) under jit, output already sharded.
+  """Run `init_fn(*args)` (e.g. `create_train_state` on initial params) under jit, output
+  already sharded.
 
-  Returns `(state, shardings)`. `init_fn` must be deterministic (same seed on every process), as
-  every process computes its own shards of the same state.
+  Returns `(state, shardings)`. Pass large inputs (initial params) as `args`, not in a closure:
+  jit would bake closed-over arrays into the program as constants. `init_fn` must be
+  deterministic (same seed on every process), as every process computes its own shards of the
+  same state.
   """
-  shardings = state_shardings(jax.eval_shape(init_fn), mesh, parallelism)
-  return jax.jit(init_fn, out_shardings=shardings)(), shardings
+  shardings = state_shardings(jax.eval_shape(init_fn, *args), mesh, parallelism)
+  return jax.jit(init_fn, out_shardings=shardings)(*args), shardings
 
 
 def jit_train_step(train_step: Callable, state_shardings: TrainState,
@@ -133,14 +136,6 @@ def jit_train_step(train_step: Callable, state_shardings: TrainState,
   replicated = NamedSharding(batch_sharding.mesh, P())
   return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
                  out_shardings=(state_shardings, replicated), donate_argnums=0)
-
-
-def jit_eval_step(eval_step: Callable, params_shardings: Any,
-                  batch_sharding: NamedSharding) -> Callable:
-  """`jax.jit(eval_step)` for `train_step.make_eval_step`: params in their training layout."""
-  replicated = NamedSharding(batch_sharding.mesh, P())
-  return jax.jit(eval_step, in_shardings=(params_shardings, batch_sharding),
-                 out_shardings=replicated)
 
 
 def initialize_distributed(coordinator_address: str | None = None,

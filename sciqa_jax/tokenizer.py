@@ -25,7 +25,9 @@ import os
 import re
 from collections.abc import Iterable
 
+import sentencepiece as spm
 import transformers
+from sentencepiece import sentencepiece_model_pb2
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 SPIECE_FILE = "spiece.model"
@@ -72,9 +74,6 @@ def train_sentencepiece_tokenizer(texts: Iterable[str], out_dir: str, vocab_size
   Returns the tokenizer loaded back from `out_dir`. `vocab_size` is an upper bound (tiny corpora
   yield fewer pieces); `extra_ids` appends T5 sentinel tokens `<extra_id_0>`... after it.
   """
-  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
-  from sentencepiece import sentencepiece_model_pb2  # pylint: disable=g-import-not-at-top
-
   texts = [_isolate_punctuation(t) for t in texts if t and t.strip()]
   if not texts:
     raise ValueError("train_sentencepiece_tokenizer needs at least one non-empty text.")
@@ -112,3 +111,40 @@ def train_sentencepiece_tokenizer(texts: Iterable[str], out_dir: str, vocab_size
   tokenizer = transformers.T5Tokenizer.from_pretrained(out_dir, extra_ids=extra_ids)
   tokenizer.save_pretrained(out_dir)
   return load_tokenizer(out_dir)
+
+
+SPECIAL_TOKEN_MODES = ("eos", "tokenizer")
+
+
+def tokenize(tokenizer, texts: Iterable[str], max_length: int, *, special_tokens: str = "eos"
+             ) -> tuple[list[list[int]], int, int]:
+  """Token ids of `texts`, at most `max_length` per row: the one tokenisation of every path that
+  runs a model (training rows, evaluation, stage-2 inputs, the T5 teacher).
+
+  special_tokens:
+    "eos"        the students' layout: the text's tokens, then EOS; truncation keeps the
+                 beginning and the EOS.
+    "tokenizer"  the tokenizer's own special tokens (`add_special_tokens=True`), as the
+                 pretrained model it comes with was trained; truncation keeps the beginning.
+
+  Returns (rows, number of rows truncated, longest untruncated length).
+  """
+  if special_tokens not in SPECIAL_TOKEN_MODES:
+    raise ValueError(f"special_tokens={special_tokens!r}; expected one of {SPECIAL_TOKEN_MODES}")
+  append_eos = special_tokens == "eos"
+  if max_length < 1 + append_eos:
+    raise ValueError(f"sequence length {max_length} is too short (need room for a token and EOS)")
+  eos = tokenizer.eos_token_id
+  if append_eos and eos is None:
+    raise ValueError(f"tokenizer {type(tokenizer).__name__} has no EOS token; T5 needs one")
+  # One batch call through the fast tokenizer, untruncated so that losses can be counted.
+  encoded = tokenizer(list(texts), add_special_tokens=not append_eos)["input_ids"]
+  tail = [eos] if append_eos else []
+  rows, truncated, longest = [], 0, 0
+  for row in encoded:
+    longest = max(longest, len(row) + len(tail))
+    if len(row) + len(tail) > max_length:
+      truncated += 1
+      row = row[:max_length - len(tail)]
+    rows.append(list(row) + tail)
+  return rows, truncated, longest

@@ -26,9 +26,9 @@ Design:
     near 0 (std d_model**-0.5) yet need values of several units before attention can pick a
     position sharply. At a from-scratch learning rate of ~1e-3 that takes thousands of steps, and
     until then a student cannot point at a position: it cannot copy the concluded choice from the
-    end of a rationale, or the number beside an item's name (found on the built-in task: stage 2
-    sat at chance for 1600 steps, and reached 100% on teacher rationales within 400 steps with a
-    30x scale). Fine-tuning a pretrained T5, whose tables are already trained, keeps the default 1.
+    end of a rationale, or the number beside an item's name (found on the built-in task; evidence
+    in docs/recipe_notes.md). Fine-tuning a pretrained T5, whose tables are already trained,
+    keeps the default 1.
 
 Step counting: `train.steps` and `train.warmup_steps` count `train_step` calls (batches). With
 `grad_accum_steps = k` the optimizer updates once every k calls, so the schedule runs over
@@ -214,8 +214,8 @@ def active_between(start: int, end: int,
 
   def update(updates, state, params=None):
     active = (state.calls >= start) & (state.calls < end)
-    # Selects rather than lax.cond: on a Flan-T5-small two-stage step (CPU) the conditional cost
-    # about 8% over a single optimizer, the selects nothing measurable. An inactive student's
+    # Selects rather than lax.cond: on CPU the conditional made a two-stage step slower than a
+    # single optimizer and the selects did not (docs/benchmarks.md). An inactive student's
     # discarded update is only elementwise work.
     new_updates, new_inner = inner.update(updates, state.inner, params)
     new_updates = jax.tree.map(lambda u: jnp.where(active, u, jnp.zeros_like(u)), new_updates)

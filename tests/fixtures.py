@@ -67,3 +67,20 @@ def make_tiny_t5_dir(tmp_path, variant: str = "v1.1", seed: int = 0, tokenizer: 
     make_tiny_tokenizer(os.path.join(out, "_tokenizer")).save_pretrained(out)
   model = transformers.T5ForConditionalGeneration.from_pretrained(out).eval()
   return out, model
+
+
+def science_corpus(seed: int = 0) -> list[str]:
+  """The built-in task's text, as the demo's tokenizer sees it: formatted training questions,
+  their answer candidates and template-teacher rationales (correct and deliberately wrong ones)."""
+  from sciqa_jax.data import science
+  from sciqa_jax.data.formatting import candidate_answers, format_question
+  from sciqa_jax.teacher.template import TemplateTeacher
+
+  examples = science.load_split("train", seed=seed)
+  rationales = TemplateTeacher(error_rate=0.2, seed=seed).explain(examples, num_samples=2, seed=seed)
+  texts = []
+  for example, outputs in zip(examples, rationales):
+    texts.append(format_question(example))
+    texts.extend(candidate_answers(example))
+    texts.extend(dict.fromkeys(output.rationale for output in outputs))
+  return texts

@@ -1,10 +1,12 @@
-"""checkpoints: round trip onto a mesh, latest-N + best, half-written steps, mismatches."""
+"""checkpoints: mesh round trip, latest-N + best, half-written steps, mismatches, old items."""
 
+import logging
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from sciqa_jax import checkpoints as ckpt
@@ -21,10 +23,17 @@ def _state(width=8, seed=0, optimizer="adafactor"):
   return ts.create_train_state(params, ts.make_optimizer(c.train), jax.random.key(seed + 1))
 
 
+def _meta(config=None):
+  return {"config": config or base_config().to_dict(), "phase": "joint", "phase_index": 0}
+
+
 def _save(manager, step, state, val=None, config=None):
-  meta = {"config": config or base_config().to_dict(), "phase": "joint", "phase_index": 0}
-  assert manager.save(step, state, meta=meta, data_state={"process_0": f"pos{step}"},
-                      val_accuracy=val)
+  assert manager.save(step, state, meta=_meta(config), val_accuracy=val)
+
+
+def _assert_states_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_round_trip_onto_fsdp_mesh(tmp_path):
@@ -41,14 +50,50 @@ def test_round_trip_onto_fsdp_mesh(tmp_path):
   assert reader.latest_step() == 5
   restored = reader.restore(5, target, shardings, config=base_config().to_dict())
   reader.close()
-  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored.state)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  _assert_states_equal(state, restored.state)
   kernel = restored.state.params["answer"]["dense"]["kernel"]
   assert kernel.sharding == shardings.params["answer"]["dense"]["kernel"]
   assert len(kernel.sharding.device_set) == 4
   assert restored.meta["step"] == 5 and restored.meta["val_accuracy"] == 0.25
-  assert restored.data_state == {"process_0": "pos5"}
   assert isinstance(restored.state, ts.TrainState)
+  # Three items (and orbax's metrics), no data-iterator blob: the data position is the step.
+  assert sorted(p.name for p in (tmp_path / "checkpoints" / "5").iterdir()
+                if p.is_dir()) == ["meta", "metrics", "params", "train"]
+
+
+def test_checkpoint_with_an_old_data_item_restores(tmp_path, caplog):
+  # What the previous version wrote: the same three items plus `data` (iterator positions).
+  state = _state()
+  params, rest = ckpt._to_savable(state)  # pylint: disable=protected-access
+  old = ocp.CheckpointManager(
+      str(tmp_path / "checkpoints"),
+      item_handlers={"params": ocp.StandardCheckpointHandler(),
+                     "train": ocp.StandardCheckpointHandler(),
+                     "meta": ocp.JsonCheckpointHandler(), "data": ocp.JsonCheckpointHandler()})
+  old.save(4, args=ocp.args.Composite(
+      params=ocp.args.StandardSave(params), train=ocp.args.StandardSave(rest),
+      meta=ocp.args.JsonSave(dict(_meta(), step=4, val_accuracy=None)),
+      data=ocp.args.JsonSave({"process_0": "b64-iterator-state"})))
+  old.wait_until_finished()
+  old.close()
+  assert (tmp_path / "checkpoints" / "4" / "data").is_dir()
+
+  caplog.set_level(logging.WARNING)
+  mesh = sharding.make_mesh("data")
+  target = _state(seed=7)
+  reader = ckpt.Checkpointer(str(tmp_path), keep=2)
+  assert reader.latest_step() == 4 and reader.read_meta(4)["step"] == 4
+  restored = reader.restore(4, target, sharding.state_shardings(target, mesh, "data"),
+                            config=base_config().to_dict())
+  _assert_states_equal(state, restored.state)
+  _assert_states_equal(state.params, reader.restore_params(4))
+  # The old item is skipped silently (orbax warns about item directories it has no handler for).
+  assert not [r for r in caplog.records if '"data"' in r.getMessage()]
+  # A resumed run keeps saving (three items) beside the old checkpoint.
+  _save(reader, 6, restored.state)
+  reader.wait()
+  assert reader.all_steps() == [4, 6]
+  reader.close()
 
 
 def test_keeps_latest_n_and_best(tmp_path):

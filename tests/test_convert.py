@@ -47,6 +47,7 @@ def _assert_same_params(a, b):
   jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["v1.0", "v1.1"])
 def test_export_round_trip_loads_in_transformers(tmp_path, tokenizer, variant):
   config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2,

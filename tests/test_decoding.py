@@ -7,8 +7,8 @@ import torch
 import transformers
 
 from tests.fixtures import make_tiny_t5_dir
-from sciqa_jax.decoding import (generate, make_generate_fn, padded_length,
-                                sequence_log_likelihood)
+from sciqa_jax.decoding import generate, make_generate_fn, padded_length
+from sciqa_jax.inference import candidate_log_likelihoods
 from sciqa_jax.models import load_pretrained
 
 transformers.logging.set_verbosity_error()
@@ -118,14 +118,16 @@ def test_make_generate_fn_under_pmap(setups):
   np.testing.assert_array_equal(np.asarray(out.lengths).reshape(6, 1), ref.lengths)
 
 
-def test_sequence_log_likelihood_matches_transformers_loss(setups):
+def test_candidate_log_likelihoods_match_transformers_loss(setups):
   hf, model, params, ids, mask = setups["v1.1"]
   rs = np.random.RandomState(5)
-  labels = rs.randint(3, model.config.vocab_size, (6, 7))
-  label_mask = (np.arange(7)[None] < np.array([7, 3, 5, 1, 7, 2])[:, None]).astype(np.int32)
-  total, count = jax.jit(sequence_log_likelihood, static_argnums=0)(
-      model, params, ids, mask, labels, label_mask)
-  np.testing.assert_array_equal(count, label_mask.sum(-1))
+  lengths = np.array([7, 3, 5, 1, 7, 2])
+  label_mask = (np.arange(7)[None] < lengths[:, None]).astype(np.int32)
+  labels = rs.randint(3, model.config.vocab_size, (6, 7)) * label_mask
+  total, count = jax.jit(candidate_log_likelihoods, static_argnums=0)(
+      model, params, ids, mask, labels[:, None], label_mask[:, None])
+  total, count = np.asarray(total)[:, 0], np.asarray(count)[:, 0]
+  np.testing.assert_array_equal(count, lengths)
   for row in range(6):
     n = int(label_mask[row].sum())
     with torch.no_grad():

@@ -5,25 +5,28 @@ the built-in task's text. Compilations are the budget: evaluate_split's pmapped 
 cached per (model, devices, options), and the tests share module-scoped results.
 """
 
-import dataclasses
 import importlib.util
-import json
 import os
 import pathlib
 
 import jax
+from jax.sharding import NamedSharding
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl import app
 
 from sciqa_jax import evaluation
+from sciqa_jax import inference
+from sciqa_jax import sharding
+from sciqa_jax import statistics
 from sciqa_jax.config import base_config
 from sciqa_jax.data.example import CHOICE, YES_NO, Example
 from sciqa_jax.data.formatting import candidate_answers
 from sciqa_jax.data.registry import get_task
 from sciqa_jax.models import T5, T5Config, init_params
 from sciqa_jax.objectives import Objective
+from sciqa_jax.teacher.evaluation import evaluate_teacher
 from sciqa_jax.tokenizer import train_sentencepiece_tokenizer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -122,38 +125,48 @@ def reference(model_and_params, tokenizer):
 def two_stage_results(model_and_params, tokenizer, examples):
   model, params = model_and_params
   objective = Objective(name="two_stage")
-  run = lambda devices: evaluation.evaluate_split(
+  run = lambda params, placement: evaluation.evaluate_split(
       model, params, tokenizer, objective, examples, _eval_config(), answer_type=CHOICE,
-      progress=False, devices=devices)
-  return run(jax.local_devices()), run(jax.local_devices()[:1])
+      progress=False, placement=placement)
+  # As train.py validates an FSDP student: every parameter sharded over the 4-device mesh.
+  mesh = sharding.make_mesh("fsdp")
+  sharded = jax.tree.map(
+      lambda x: jax.device_put(x, NamedSharding(mesh, sharding.fsdp_spec(x.shape, 4))), params)
+  assert any(not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(sharded))
+  return (run(params, inference.Replicated()),
+          run(params, inference.Replicated(jax.local_devices()[:1])),
+          run(sharded, inference.OnMesh(mesh)))
 
 
 # ---- pmapped evaluation ---------------------------------------------------------------------
 
 
-def test_four_devices_match_one_device(two_stage_results, examples):
+@pytest.mark.slow
+def test_four_devices_and_a_sharded_mesh_match_one_device(two_stage_results, examples):
   assert jax.local_device_count() == 4
-  multi, single = two_stage_results
-  for result in (multi, single):
+  multi, single, on_mesh = two_stage_results
+  for result in (multi, single, on_mesh):
     assert result.num_examples == NUM_EXAMPLES
     assert [row["id"] for row in result.predictions] == [ex.id for ex in examples]
-  for a, b in zip(multi.predictions, single.predictions):
-    assert a["rationales"] == b["rationales"]
-    assert a["prediction"] == b["prediction"]
-    assert a["scores"][0].keys() == b["scores"][0].keys()
-    np.testing.assert_allclose(list(a["scores"][0].values()), list(b["scores"][0].values()),
-                               rtol=1e-5, atol=1e-5)
-  assert multi.accuracy == single.accuracy
-  assert (multi.ci_low, multi.ci_high) == evaluation.wilson_interval(multi.num_correct,
+  for other in (multi, on_mesh):
+    for a, b in zip(other.predictions, single.predictions):
+      assert a["rationales"] == b["rationales"]
+      assert a["prediction"] == b["prediction"]
+      assert a["scores"][0].keys() == b["scores"][0].keys()
+      np.testing.assert_allclose(list(a["scores"][0].values()), list(b["scores"][0].values()),
+                                 rtol=1e-5, atol=1e-5)
+    assert other.accuracy == single.accuracy
+  assert (multi.ci_low, multi.ci_high) == statistics.wilson_interval(multi.num_correct,
                                                                       NUM_EXAMPLES)
 
 
+@pytest.mark.slow
 def test_two_stage_scores_are_answer_student_likelihoods(two_stage_results, model_and_params,
                                                          reference, examples):
   """Stage-2 scores = the answer student's likelihood of each candidate given the rationale."""
   _, params = model_and_params
   objective = Objective(name="two_stage")
-  multi, _ = two_stage_results
+  multi, _, _ = two_stage_results
   for ex, row in zip(examples, multi.predictions):  # the ragged batch included
     assert len(row["rationales"]) == 1 and len(row["scores"][0]) == len(ex.choices)
     text = objective.answer_input(ex, row["rationales"][0])
@@ -205,7 +218,7 @@ def test_candidate_slots_padding_does_not_change_scores(model_and_params, refere
     for j, c in enumerate(group):
       row = enc(c)
       labels[i, j, :len(row)], label_mask[i, j, :len(row)] = row, 1
-  totals, counts = jax.jit(evaluation.candidate_log_likelihoods, static_argnums=0)(
+  totals, counts = jax.jit(inference.candidate_log_likelihoods, static_argnums=0)(
       model, params["answer"], ids, mask, labels, label_mask)
   for i, (text, group) in enumerate(zip(texts, cands)):
     for j, c in enumerate(group):
@@ -247,7 +260,8 @@ def test_two_stage_open_answers_generate_and_parse(model_and_params, tokenizer):
   parse = lambda text, ex: seen.append((text, ex.id)) or task.parse_answer(text, ex)
   result = evaluation.evaluate_split(
       model, params, tokenizer, Objective(name="two_stage"), examples, _eval_config(),
-      answer_type=YES_NO, progress=False, devices=jax.local_devices()[:1], parse_answer=parse)
+      answer_type=YES_NO, progress=False, placement=inference.Replicated(jax.local_devices()[:1]),
+      parse_answer=parse)
   for ex, row in zip(examples, result.predictions):
     (generation,) = row["generations"]
     assert (generation, ex.id) in seen  # the stage-2 generation went through the task's parser
@@ -294,7 +308,7 @@ def test_evaluate_teacher_zero_shot_cot_and_zero_shot(examples):
     return f" ({label})"
 
   teacher = _ScriptedTeacher(reply)
-  result = evaluation.evaluate_teacher(teacher, examples, task, config, progress=False)
+  result = evaluate_teacher(teacher, examples, task, config, progress=False)
   expected = [sorted(gold).index(ex.question) % 2 == 0 for ex in examples]
   assert [row["correct"] for row in result.predictions] == expected
   assert result.num_examples == len(examples) and result.accuracy == sum(expected) / len(examples)
@@ -302,7 +316,7 @@ def test_evaluate_teacher_zero_shot_cot_and_zero_shot(examples):
   assert all(p.startswith("Q: Question:") for p in teacher.prompts)
 
   zero_shot = _ScriptedTeacher(reply)
-  result = evaluation.evaluate_teacher(zero_shot, examples, task, config, progress=False,
+  result = evaluate_teacher(zero_shot, examples, task, config, progress=False,
                                        chain_of_thought=False)
   assert all(p.endswith("Therefore, the answer is") for p in zero_shot.prompts)
   assert [row["correct"] for row in result.predictions] == expected
@@ -314,11 +328,11 @@ def test_evaluate_teacher_template_concluded_answers():
   task = get_task("science_demo")
   examples = task.load("test", source="builtin", max_examples=12)
   config = base_config().teacher
-  faithful = evaluation.evaluate_teacher(make_teacher(config), examples, task, config,
+  faithful = evaluate_teacher(make_teacher(config), examples, task, config,
                                          progress=False)
   assert faithful.accuracy == 1.0 and faithful.num_examples == 12
   config.error_rate = 1.0  # every rationale deliberately wrong
-  assert evaluation.evaluate_teacher(make_teacher(config), examples, task, config,
+  assert evaluate_teacher(make_teacher(config), examples, task, config,
                                      progress=False).accuracy == 0.0
 
 
@@ -330,29 +344,29 @@ def test_evaluate_teacher_template_concluded_answers():
     (0, 10, 0.0, 0.277533), (5, 10, 0.236593, 0.763407), (10, 10, 0.722467, 1.0),
     (81, 263, 0.255289, 0.366210), (1, 3, 0.061492, 0.792340)])
 def test_wilson_interval_known_values(k, n, low, high):
-  got = evaluation.wilson_interval(k, n)
+  got = statistics.wilson_interval(k, n)
   assert got == pytest.approx((low, high), abs=1e-6)
 
 
 def test_wilson_interval_rejects_bad_counts():
   with pytest.raises(ValueError, match="at least one example"):
-    evaluation.wilson_interval(0, 0)
+    statistics.wilson_interval(0, 0)
   with pytest.raises(ValueError, match="num_correct"):
-    evaluation.wilson_interval(4, 3)
+    statistics.wilson_interval(4, 3)
 
 
 def test_majority_vote_majority_and_tie_break():
   # Majority wins even against a higher-likelihood minority.
-  assert evaluation.majority_vote(["A", "B", "A"], [-5.0, -0.1, -6.0]) == "A"
+  assert statistics.majority_vote(["A", "B", "A"], [-5.0, -0.1, -6.0]) == "A"
   # Tie in votes: larger summed log-likelihood wins.
-  assert evaluation.majority_vote(["A", "B", "B", "A"], [-1.0, -0.5, -0.6, -0.05]) == "A"
-  assert evaluation.majority_vote(["A", "B", "B", "A"], [-1.0, -0.5, -0.6, -0.9]) == "B"
+  assert statistics.majority_vote(["A", "B", "B", "A"], [-1.0, -0.5, -0.6, -0.05]) == "A"
+  assert statistics.majority_vote(["A", "B", "B", "A"], [-1.0, -0.5, -0.6, -0.9]) == "B"
   # Unparseable samples do not vote; all unparseable -> None; full tie -> first voted.
-  assert evaluation.majority_vote([None, None, "C"], [0.0, 0.0, -9.0]) == "C"
-  assert evaluation.majority_vote([None, None], [0.0, 0.0]) is None
-  assert evaluation.majority_vote(["B", "A"], [-1.0, -1.0]) == "B"
+  assert statistics.majority_vote([None, None, "C"], [0.0, 0.0, -9.0]) == "C"
+  assert statistics.majority_vote([None, None], [0.0, 0.0]) is None
+  assert statistics.majority_vote(["B", "A"], [-1.0, -1.0]) == "B"
   with pytest.raises(ValueError):
-    evaluation.majority_vote(["A"], [])
+    statistics.majority_vote(["A"], [])
 
 
 def test_parse_cot_output_rule():
@@ -386,7 +400,7 @@ def test_self_consistency_votes_over_sampled_rationales(model_and_params, tokeni
     assert len(set(row["rationales"])) > 1  # sampled, not three copies of one
     per_sample = [max(s, key=s.get) for s in row["scores"]]
     assert row["answers"] == per_sample
-    assert row["prediction"] == evaluation.majority_vote(
+    assert row["prediction"] == statistics.majority_vote(
         per_sample, [s[a] for s, a in zip(row["scores"], per_sample)])
 
 

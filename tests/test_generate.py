@@ -72,7 +72,7 @@ def serialized(cache_dir):
 def reference(tmp_path_factory):
   """An uninterrupted run: (cache dir, counts)."""
   cache_dir = tmp_path_factory.mktemp("reference")
-  counts = rationales.generate_rationales(small_config(cache_dir), teacher=FakeTeacher(),
+  counts = rationales.build_cache(small_config(cache_dir), teacher=FakeTeacher(),
                                           progress=False)
   return cache_dir, counts
 
@@ -95,7 +95,7 @@ def test_counts_and_idempotent_rerun(reference):
     def explain(self, *args, **kwargs):
       raise AssertionError("a complete cache must not ask the teacher again")
 
-  again = rationales.generate_rationales(small_config(cache_dir), teacher=NoTeacher(),
+  again = rationales.build_cache(small_config(cache_dir), teacher=NoTeacher(),
                                          progress=False)
   assert again == counts
   table = rationales.format_summary(counts)
@@ -107,7 +107,7 @@ def test_template_teacher_on_builtin_task(tmp_path):
   config.task = "science_demo"
   config.data.max_examples = 12
   config.teacher.error_rate = 0.3
-  counts = rationales.generate_rationales(config, progress=False)["train"]
+  counts = rationales.build_cache(config, progress=False)["train"]
   assert counts["examples"] == 12 and counts["kept"] > 0
   assert counts["kept"] + counts["wrong"] + counts["unparseable"] + counts["duplicates"] == 36
   assert {r.teacher for r in cache.read_records(str(tmp_path), "train")} == {"template"}
@@ -152,7 +152,7 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path, reference):
   manifest = cache.read_manifest(str(cache_dir))
   assert not manifest["splits"]["train"]["complete"]  # really killed mid-run
 
-  counts = rationales.generate_rationales(small_config(cache_dir), teacher=FakeTeacher(),
+  counts = rationales.build_cache(small_config(cache_dir), teacher=FakeTeacher(),
                                           progress=False)
   assert counts == reference_counts
   resumed, uninterrupted = serialized(cache_dir), serialized(reference_dir)

@@ -1,4 +1,4 @@
-"""input_pipeline: fixed shapes, shift-right and masks, determinism, per-host sharding, resume."""
+"""input_pipeline: fixed shapes, shift-right and masks; batches as a pure function of the step."""
 
 import numpy as np
 import pytest
@@ -95,38 +95,136 @@ def test_streams_zipped_and_subset(rows, pairs, tokenizer):
   assert set(cot.arrays) == {COT}
 
 
-def _take(it, n):
-  return [next(it) for _ in range(n)]
+# ---- batches: the data position is the step ---------------------------------------------------
+
+_MASK = (1 << 64) - 1
 
 
-def test_deterministic_reshuffled_and_resumable(rows):
-  a = ip.BatchIterator(rows, global_batch_size=8, seed=3)
-  b = ip.BatchIterator(rows, global_batch_size=8, seed=3)
-  c = ip.BatchIterator(rows, global_batch_size=8, seed=4)
-  first, second = _take(a, 10), _take(b, 10)
-  for x, y in zip(first, second):
-    for stream in x:
-      for key in x[stream]:
-        np.testing.assert_array_equal(x[stream][key], y[stream][key])
-  ids = lambda batches: np.concatenate([bt[ANSWER]["input_ids"] for bt in batches])
-  assert not np.array_equal(ids(first), ids(_take(c, 10)))
-  # Epoch 1 (batches 0-4) and epoch 2 (batches 5-9) are different permutations of the same rows.
-  epoch1, epoch2 = ids(first[:5]), ids(first[5:])
-  assert not np.array_equal(epoch1, epoch2)
-  assert sorted(map(bytes, epoch1)) == sorted(map(bytes, epoch2))
-
-  # Save mid-epoch, continue; a fresh iterator restored from the state yields the same batches.
-  state = a.get_state()
-  expected = _take(a, 7)
-  resumed = ip.BatchIterator(rows, global_batch_size=8, seed=3)
-  resumed.set_state(state)
-  got = _take(resumed, 7)
-  np.testing.assert_array_equal(ids(expected), ids(got))
-  np.testing.assert_array_equal(np.concatenate([bt[RATIONALE]["labels"] for bt in expected]),
-                                np.concatenate([bt[RATIONALE]["labels"] for bt in got]))
+def _splitmix64_reference(x):
+  """splitmix64 in Python integers (independent of numpy's uint64 arithmetic)."""
+  x = (x + 0x9E3779B97F4A7C15) & _MASK
+  x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+  x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+  return x ^ (x >> 31)
 
 
-def test_per_host_sharding_is_disjoint_and_complete(rows):
+def _reference_permutation(n, seed, epoch, process_index=0):
+  key = _splitmix64_reference(seed & _MASK)
+  key = _splitmix64_reference(key ^ (process_index & _MASK))
+  key = _splitmix64_reference(key ^ (epoch & _MASK))
+  return sorted(range(n), key=lambda i: _splitmix64_reference(key ^ i))
+
+
+def _assert_batches_equal(x, y):
+  assert set(x) == set(y)
+  for stream in x:
+    assert set(x[stream]) == set(y[stream])
+    for key in x[stream]:
+      np.testing.assert_array_equal(x[stream][key], y[stream][key])
+
+
+def _indices(k, num_rows=40, b=8, seed=3, **hosts):
+  return ip.batch_indices(num_rows, k, batch_size_per_host=b, seed=seed, **hosts)
+
+
+def test_permutation_is_the_documented_integer_hash():
+  # The order is fixed by integer arithmetic alone (same on every platform / numpy version):
+  # checked against a pure-Python splitmix64, including negative and 64-bit seeds.
+  for n, seed, epoch, host in ((1, 0, 0, 0), (10, 0, 0, 0), (37, 3, 5, 1), (50, -1, 2, 0),
+                               (64, 2**63 + 7, 1 << 40, 3)):
+    np.testing.assert_array_equal(ip.epoch_permutation(n, seed, epoch, host),
+                                  _reference_permutation(n, seed, epoch, host))
+  # Pinned: changing the order breaks resuming runs started with an earlier version.
+  np.testing.assert_array_equal(_indices(0, num_rows=10, b=10, seed=0),
+                                _reference_permutation(10, 0, 0))
+  assert ip.epoch_permutation(10, 0, 0).tolist() == [0, 1, 9, 4, 2, 3, 6, 8, 7, 5]
+  with pytest.raises(ValueError, match="negative"):
+    ip.epoch_permutation(10, 0, -1)
+
+
+def test_batch_k_is_a_pure_function_of_k(rows):
+  # Batch k asked of fresh objects, in any order, equals batch k of a sequential pass, and both
+  # are the rows at `batch_indices`: a resumed run at step k sees what an uninterrupted one sees.
+  sequential = ip.Batches(rows, global_batch_size=8, seed=3)
+  expected = [sequential.get(k) for k in range(23)]
+  shuffled = ip.Batches(rows, global_batch_size=8, seed=3)
+  for k in (22, 7, 0, 13, 7, 5, 6, 1):
+    _assert_batches_equal(shuffled.get(k), expected[k])
+    _assert_batches_equal(ip.Batches(rows, global_batch_size=8, seed=3).get(k), expected[k])
+    indices = _indices(k)
+    np.testing.assert_array_equal(shuffled.indices(k), indices)
+    for stream, features in expected[k].items():
+      for key, value in features.items():
+        assert value.dtype == np.int32 and value.shape == (8, rows.arrays[stream][key].shape[1])
+        np.testing.assert_array_equal(value, rows.arrays[stream][key][indices])
+  # A long-lived object never drifts from the pure function, forwards or backwards.
+  for k in list(range(60)) + list(range(59, -1, -7)):
+    np.testing.assert_array_equal(sequential.indices(k), _indices(k))
+  # Far-away steps need no replay of the earlier ones.
+  far = 10**9 + 3
+  np.testing.assert_array_equal(ip.Batches(rows, global_batch_size=8, seed=3).indices(far),
+                                _indices(far))
+  with pytest.raises(ValueError, match="negative"):
+    sequential.get(-1)
+
+
+def test_epochs_are_permutations_and_reshuffled():
+  # 40 rows, batches of 6: batches straddle epochs; every 40 consecutive stream positions from
+  # an epoch start are each row exactly once, and each epoch has its own order.
+  stream = np.concatenate([_indices(k, b=6) for k in range(20)])  # 120 positions = 3 epochs
+  epochs = stream.reshape(3, 40)
+  for epoch in epochs:
+    np.testing.assert_array_equal(np.sort(epoch), np.arange(40))
+  assert len({tuple(e) for e in epochs}) == 3
+  # The same stream whatever the batch size: positions, not batches, are shuffled.
+  np.testing.assert_array_equal(np.concatenate([_indices(k, b=8) for k in range(15)]), stream)
+  # Another seed, another order (of the same rows); the same seed, the same order.
+  other = np.concatenate([_indices(k, b=8, seed=4) for k in range(5)])
+  assert not np.array_equal(other, stream[:40])
+  np.testing.assert_array_equal(np.sort(other), np.arange(40))
+  np.testing.assert_array_equal(np.concatenate([_indices(k, b=8) for k in range(5)]), stream[:40])
+
+
+def test_fewer_rows_than_a_batch():
+  # 3 rows, batches of 8: one batch spans parts of 3-4 epochs and still drops no row.
+  stream = np.concatenate([_indices(k, num_rows=3, b=8) for k in range(3)])  # 24 = 8 epochs
+  for epoch in stream.reshape(8, 3):
+    np.testing.assert_array_equal(np.sort(epoch), np.arange(3))
+  np.testing.assert_array_equal(_indices(1, num_rows=3, b=8), stream[8:16])
+  # A single row: every position is that row.
+  np.testing.assert_array_equal(_indices(5, num_rows=1, b=4), [0, 0, 0, 0])
+  tiny = ip.TokenizedRows({ANSWER: {"input_ids": np.arange(6, dtype=np.int32).reshape(3, 2)}}, {})
+  batch = ip.Batches(tiny, global_batch_size=8, seed=3).get(1)
+  np.testing.assert_array_equal(batch[ANSWER]["input_ids"],
+                                tiny.arrays[ANSWER]["input_ids"][stream[8:16]])
+
+
+@pytest.mark.parametrize("process_count,num_rows", [(2, 40), (3, 40), (4, 10)])
+def test_hosts_are_disjoint_and_cover_all_rows(process_count, num_rows):
+  per_host = []
+  for host in range(process_count):
+    local = ip.host_rows(num_rows, host, process_count)
+    np.testing.assert_array_equal(local, np.arange(num_rows)[host::process_count])
+    # One epoch of this host (batches of 2 straddle its epochs when its row count is odd).
+    n = local.size
+    stream = np.concatenate([_indices(k, num_rows=num_rows, b=2, process_index=host,
+                                      process_count=process_count) for k in range(n)])
+    for epoch in stream.reshape(2, n):
+      np.testing.assert_array_equal(np.sort(epoch), local)
+    per_host.append(set(stream.tolist()))
+  for i in range(process_count):
+    for j in range(i):
+      assert not per_host[i] & per_host[j]
+  assert set().union(*per_host) == set(range(num_rows))
+  # Each host has its own order: host 1 does not read row 1 + (the row host 0 reads), which
+  # would put rows i and i + 1 (often two rationales of one question) in every global batch.
+  b = num_rows // process_count
+  h0 = _indices(0, num_rows=num_rows, b=b, process_count=process_count)
+  h1 = _indices(0, num_rows=num_rows, b=b, process_index=1, process_count=process_count)
+  assert not np.array_equal(h1, h0 + 1)
+
+
+def test_per_host_batches(rows):
   def row_keys(batches):
     # A row is identified by its question (rationale input) and its rationale (labels).
     return [bytes(np.concatenate([x, y])) for bt in batches
@@ -136,16 +234,39 @@ def test_per_host_sharding_is_disjoint_and_complete(rows):
   assert len(all_rows) == 40
   per_host = []
   for host in range(2):
-    it = ip.BatchIterator(rows, global_batch_size=8, seed=0, process_index=host, process_count=2)
-    batches = _take(it, 5)  # one epoch of this host's 20 rows, 4 per batch
-    assert batches[0][ANSWER]["input_ids"].shape == (4, rows.arrays[ANSWER]["input_ids"].shape[1])
-    keys = row_keys(batches)
+    batches = ip.Batches(rows, global_batch_size=8, seed=0, process_index=host, process_count=2)
+    assert batches.batch_size == 4
+    epoch = [batches.get(k) for k in range(5)]  # one epoch of this host's 20 rows, 4 per batch
+    assert epoch[0][ANSWER]["input_ids"].shape == (4, rows.arrays[ANSWER]["input_ids"].shape[1])
+    keys = row_keys(epoch)
     assert len(set(keys)) == 20
     per_host.append(set(keys))
   assert not per_host[0] & per_host[1]
   assert per_host[0] | per_host[1] == all_rows
   with pytest.raises(ValueError, match="not divisible"):
-    ip.BatchIterator(rows, global_batch_size=7, seed=0, process_index=0, process_count=2)
+    ip.Batches(rows, global_batch_size=7, seed=0, process_index=0, process_count=2)
+  with pytest.raises(ValueError, match="outside"):
+    ip.Batches(rows, global_batch_size=8, seed=0, process_index=2, process_count=2)
+  with pytest.raises(ValueError, match="cannot feed"):
+    _indices(0, num_rows=3, b=1, process_index=3, process_count=4)
+
+
+def test_sequential_access_sorts_each_epoch_once(rows, monkeypatch):
+  calls = []
+  permutation = ip.epoch_permutation
+
+  def counted(n, seed, epoch, process_index):
+    calls.append(epoch)
+    return permutation(n, seed, epoch, process_index)
+
+  monkeypatch.setattr(ip, "epoch_permutation", counted)
+  batches = ip.Batches(rows, global_batch_size=6, seed=3)  # 40 rows: batches straddle epochs
+  for k in range(20):  # 3 epochs
+    batches.get(k)
+    assert len(batches._permutations) <= 2  # pylint: disable=protected-access
+  assert calls == [0, 1, 2]
+  batches.get(0)  # going back recomputes (nothing but the current epochs is kept)
+  assert calls == [0, 1, 2, 0]
 
 
 def test_prepare_tokenizer_trains_once_and_reuses(tmp_path, pairs):

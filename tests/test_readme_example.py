@@ -1,9 +1,8 @@
 """The README's train-step example runs as written.
 
-The code is the ```python block right after the line `<!-- example: train_step -->`, taken from
-README.md when it has that marker, else from docs/train_step_example.md (where the example is
-maintained). It runs in a fresh interpreter, as a user would run it, with XLA's backend
-optimisations off to keep compilation cheap on CPU.
+The code is the ```python block right after the line `<!-- example: train_step -->` in README.md.
+It runs in a fresh interpreter, as a user would run it, with XLA's backend optimisations off to
+keep compilation cheap on CPU.
 """
 
 from __future__ import annotations
@@ -13,23 +12,24 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = "<!-- example: train_step -->"
 
 
 def extract_example() -> tuple[str, str]:
   """(source file, code) of the block after the marker."""
-  readme = os.path.join(ROOT, "README.md")
-  path = readme
-  if not (os.path.exists(readme) and MARKER in open(readme, encoding="utf-8").read()):
-    path = os.path.join(ROOT, "docs", "train_step_example.md")
+  path = os.path.join(ROOT, "README.md")
   text = open(path, encoding="utf-8").read()
+  assert MARKER in text, f"{path} has no {MARKER!r} line"
   after = text[text.index(MARKER) + len(MARKER):]
   match = re.match(r"\s*```python\n(.*?)\n```", after, re.DOTALL)
   assert match, f"{path}: no ```python block right after {MARKER!r}"
   return path, match.group(1)
 
 
+@pytest.mark.slow
 def test_train_step_example_runs():
   path, code = extract_example()
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS=" ".join(

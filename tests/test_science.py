@@ -14,6 +14,7 @@ from sciqa_jax.data.example import Example
 from sciqa_jax.teacher.base import TeacherOutput
 from sciqa_jax.teacher.template import TemplateTeacher
 from sciqa_jax.tokenizer import train_sentencepiece_tokenizer
+from tests.fixtures import science_corpus
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def train(splits):
 
 @pytest.fixture(scope="module")
 def corpus():
-  return science.corpus_texts(seed=0)
+  return science_corpus(seed=0)
 
 
 # ---- the task -------------------------------------------------------------------------------------

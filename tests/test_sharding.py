@@ -49,7 +49,8 @@ def run_steps(mesh, parallelism: str, local_batches: list[dict], params: dict):
   optimizer = make_optimizer(make_train_config(optimizer="adamw", learning_rate=LEARNING_RATE,
                                                grad_clip_norm=0.5))
   state, shardings = init_sharded_state(
-      lambda: create_train_state(params, optimizer, jax.random.PRNGKey(0)), mesh, parallelism)
+      lambda p: create_train_state(p, optimizer, jax.random.PRNGKey(0)), params, mesh=mesh,
+      parallelism=parallelism)
   first_leaf = jax.tree.leaves(state.params)[0]
   step = jit_train_step(make_train_step(model, optimizer, OBJECTIVE), shardings,
                         batch_sharding(mesh))
@@ -115,6 +116,7 @@ def test_make_mesh():
     make_mesh("tensor")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallelism", ["data", "fsdp"])
 def test_sharded_training_matches_one_device(reference, parallelism):
   ref_params, ref_losses = reference
@@ -182,6 +184,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(reference, tmp_path):
   ref_params, ref_losses = reference
   repo_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

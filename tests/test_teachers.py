@@ -348,6 +348,7 @@ def test_http_rejects_bad_url():
 
 # ---- Flax T5 backend ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_jax_t5_matches_decoding_generate(hf_dirs, hf_teachers):
   pytest.importorskip("sciqa_jax.decoding")
   import jax
@@ -362,8 +363,8 @@ def test_jax_t5_matches_decoding_generate(hf_dirs, hf_teachers):
 
   # The reference: decoding.generate on the unpadded batch, without sharding or buckets.
   tok = teacher.tokenizer(PROMPTS, padding=True, return_tensors="np")
-  input_ids, _ = teacher._encode(PROMPTS, offset=0)
-  assert input_ids.shape == (4, decoding.padded_length(tok["input_ids"].shape[1], 40))
+  assert teacher.runner.encode(PROMPTS) == [list(row) for row in teacher.tokenizer(PROMPTS)[
+      "input_ids"]]  # the inference layer's encoding is the tokenizer's own (EOS-terminated)
   ref = decoding.generate(teacher.model, jax.device_get(teacher.params),
                           tok["input_ids"].astype(np.int32),
                           tok["attention_mask"].astype(np.int32), max_new_tokens=6)
@@ -382,6 +383,19 @@ def test_jax_t5_matches_decoding_generate(hf_dirs, hf_teachers):
 
   with pytest.raises(ValueError, match="teacher.max_input_length=40"):
     teacher.complete(["word " * 60])
+
+  # Weights sharded over the 4 devices (a teacher larger than one device): the same completions,
+  # and each device holds about a quarter of the parameter bytes.
+  sharded = JaxT5Teacher(hf_dirs["seq2seq"], batch_size=3, max_input_length=40,
+                         parallelism="fsdp")
+  assert sharded.complete(PROMPTS, max_new_tokens=6) == out
+  total = sum(x.nbytes for x in jax.tree.leaves(sharded.params))
+  per_device = {}
+  for leaf in jax.tree.leaves(sharded.params):
+    for shard in leaf.addressable_shards:
+      per_device[shard.device] = per_device.get(shard.device, 0) + shard.data.nbytes
+  assert len(per_device) == 4
+  assert max(per_device.values()) < 0.3 * total, (per_device, total)
 
 
 # ---- the factory ---------------------------------------------------------------------------------

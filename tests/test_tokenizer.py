@@ -8,6 +8,7 @@ import transformers
 
 from tests.fixtures import TINY_TEXTS
 from sciqa_jax.tokenizer import load_tokenizer, train_sentencepiece_tokenizer
+from tests.fixtures import science_corpus
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,7 @@ def test_bad_inputs_raise(tmp_path):
 
 @pytest.fixture(scope="module")
 def science_tokenizer(tmp_path_factory):
-  from sciqa_jax.data import science  # pylint: disable=g-import-not-at-top
-  corpus = science.corpus_texts(seed=0)
+  corpus = science_corpus(seed=0)
   out = str(tmp_path_factory.mktemp("science_tok"))
   return out, corpus, train_sentencepiece_tokenizer(corpus, out, vocab_size=1000)
 

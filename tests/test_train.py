@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from sciqa_jax import checkpoints as ckpt
+from sciqa_jax import phases
 from sciqa_jax import trainer
 from sciqa_jax.cache import CacheWriter, RationaleRecord
 from sciqa_jax.config import base_config
@@ -47,7 +48,7 @@ def tokenizer_dir(cache_dir, tmp_path_factory):
   from sciqa_jax.objectives import Objective
   c = tiny_config(cache_dir)
   objective = Objective.from_config(c.objective)
-  pairs = trainer.load_training_pairs(c, objective)
+  pairs = input_pipeline.training_pairs(c, objective)
   root = str(tmp_path_factory.mktemp("tokenizer_run"))
   input_pipeline.prepare_tokenizer(c.model, root,
                                    input_pipeline.tokenizer_training_texts(pairs, objective))
@@ -83,6 +84,7 @@ def read_metrics(workdir):
     return [row for row in map(json.loads, f) if row["split"] == "train"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["two_stage", "fine_tune_cot", "step_by_step", "answer_only"])
 def test_every_objective_learns_with_one_compilation(cache_dir, tokenizer_dir, tmp_path, objective):
   export = objective == "two_stage"
@@ -108,6 +110,7 @@ def test_every_objective_learns_with_one_compilation(cache_dir, tokenizer_dir, t
     assert os.path.exists(os.path.join(summary.exported["answer"], "tokenizer.json"))
 
 
+@pytest.mark.slow
 def test_stage2_on_student_rationales(cache_dir, tokenizer_dir, tmp_path):
   c = tiny_config(cache_dir, steps=4, answer_steps=2, checkpoint_every=4, log_every=2)
   c.objective.stage2_rationales = "mix"
@@ -131,32 +134,32 @@ def _same(a, b) -> bool:
 def test_plan_phases():
   from sciqa_jax.objectives import Objective
   plan = lambda objective, *steps: [(p.name, p.start, p.end, p.rows)
-                                    for p in trainer.plan_phases(objective, *steps)]
+                                    for p in phases.plan_phases(objective, *steps)]
   two_stage = Objective("two_stage")
   assert plan(two_stage, 8) == plan(two_stage, 8, 8) == [("joint", 0, 8, "teacher")]
   assert plan(two_stage, 8, 3) == [("joint", 0, 3, "teacher"), ("rationale", 3, 8, "teacher")]
   assert plan(two_stage, 3, 8) == [("joint", 0, 3, "teacher"), ("answer", 3, 8, "teacher")]
   staged = Objective("two_stage", stage2_rationales="student")
   assert plan(staged, 8, 3) == [("rationale", 0, 8, "teacher"), ("answer", 8, 11, "student")]
-  assert trainer.student_spans(trainer.plan_phases(staged, 8, 3)) == {"rationale": (0, 8),
+  assert phases.student_spans(phases.plan_phases(staged, 8, 3)) == {"rationale": (0, 8),
                                                                        "answer": (8, 11)}
-  assert trainer.student_spans(trainer.plan_phases(two_stage, 8, 3)) == {"rationale": (0, 8),
+  assert phases.student_spans(phases.plan_phases(two_stage, 8, 3)) == {"rationale": (0, 8),
                                                                           "answer": (0, 3)}
   # Validation (of the whole pipeline) waits for stage 2 to start, and always ends the run.
-  validation_steps = lambda phases: [step for step in range(1, phases[-1].end + 1)
-                                     if trainer.is_validation_step(step, phases, 2)]
-  assert validation_steps(trainer.plan_phases(staged, 8, 3)) == [10, 11]
-  assert validation_steps(trainer.plan_phases(two_stage, 8, 3)) == [2, 4, 6, 8]
+  validation_steps = lambda plan: [step for step in range(1, plan[-1].end + 1)
+                                  if phases.is_validation_step(step, plan, 2)]
+  assert validation_steps(phases.plan_phases(staged, 8, 3)) == [10, 11]
+  assert validation_steps(phases.plan_phases(two_stage, 8, 3)) == [2, 4, 6, 8]
   # The answer-only baseline gets the answer budget; a student that also explains, train.steps.
   assert plan(Objective("answer_only"), 8, 3) == [("joint", 0, 3, "teacher")]
   assert plan(Objective("answer_only"), 8) == [("joint", 0, 8, "teacher")]
   for one_student in (Objective("fine_tune_cot"), Objective("two_stage", shared_student=True)):
     assert plan(one_student, 8, 3) == [("joint", 0, 8, "teacher")]
   with pytest.raises(ValueError, match="needs two students"):
-    trainer.plan_phases(Objective("two_stage", shared_student=True,
+    phases.plan_phases(Objective("two_stage", shared_student=True,
                                   stage2_rationales="student"), 8)
   with pytest.raises(ValueError, match="train.steps=0"):
-    trainer.plan_phases(two_stage, 0)
+    phases.plan_phases(two_stage, 0)
 
 
 def test_answer_only_baseline_optimizer_spans_the_answer_budget():
@@ -164,7 +167,7 @@ def test_answer_only_baseline_optimizer_spans_the_answer_budget():
   from sciqa_jax.train_step import make_optimizer
   c = base_config()
   c.train.optimizer, c.train.schedule, c.train.steps, c.train.warmup_steps = "adamw", "cosine", 8, 0
-  tx = trainer.make_run_optimizer(c.train, trainer.plan_phases(Objective("answer_only"), 8, 3))
+  tx = phases.make_run_optimizer(c.train, phases.plan_phases(Objective("answer_only"), 8, 3))
   c.train.steps = 3
   alone = make_optimizer(c.train)  # what a 3-step run would use
   params = {"student": {"w": np.linspace(-1.0, 1.0, 6, dtype=np.float32)}}
@@ -180,13 +183,14 @@ def test_partial_accumulation_at_a_span_end_is_reported(caplog):
   from sciqa_jax.objectives import Objective
   c = base_config()
   c.train.warmup_steps, c.train.grad_accum_steps = 0, 2
-  with caplog.at_level(logging.WARNING, logger=trainer.__name__):
-    trainer.make_run_optimizer(c.train, trainer.plan_phases(Objective("two_stage"), 8, 3))
+  with caplog.at_level(logging.WARNING, logger=phases.__name__):
+    phases.make_run_optimizer(c.train, phases.plan_phases(Objective("two_stage"), 8, 3))
   assert [r.getMessage() for r in caplog.records] == [
       "student 'answer' trains for 3 steps, not a multiple of train.grad_accum_steps=2: the "
       "gradients of its last 1 batch(es) are accumulated but never applied"]
 
 
+@pytest.mark.slow
 def test_answer_budget_freezes_the_answer_student_and_resumes_after_the_boundary(
     cache_dir, tokenizer_dir, tmp_path):
   c = tiny_config(cache_dir, steps=8, answer_steps=4, checkpoint_every=2, log_every=2,
@@ -224,6 +228,7 @@ def test_answer_budget_freezes_the_answer_student_and_resumes_after_the_boundary
     trainer.train(c, str(resumed))
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(cache_dir, tokenizer_dir, tmp_path):
   c = tiny_config(cache_dir, "answer_only", learning_rate=1e30, checkpoint_every=1, log_every=100)
   with pytest.raises(trainer.NonFiniteLossError, match=r"at step 2 .*latest checkpoint is step 1"):
@@ -238,6 +243,7 @@ def _validation_rows(workdir):
     return [row for row in map(json.loads, f) if row["split"] == "validation"]
 
 
+@pytest.mark.slow
 def test_periodic_validation_ranks_checkpoints_and_exports_the_best(cache_dir, tokenizer_dir,
                                                                     tmp_path):
   c = tiny_config(cache_dir, "answer_only", steps=12, eval_every=4, checkpoint_every=100,
@@ -272,6 +278,7 @@ def test_periodic_validation_ranks_checkpoints_and_exports_the_best(cache_dir, t
                                 np.asarray(students.params[student]["shared"]["embedding"]))
 
 
+@pytest.mark.slow
 def test_init_from_a_pretrained_checkpoint_directory(cache_dir, tokenizer_dir, tmp_path):
   """model.init=pretrained starts every student from the checkpoint, with its tokenizer."""
   from sciqa_jax.models import T5Config, init_params, save_pretrained

@@ -275,6 +275,7 @@ def _copy_last_token_batch(rs: np.random.RandomState, batch_size: int, length: i
                          labels=labels, decoder_attention_mask=np.ones_like(labels))}
 
 
+@pytest.mark.slow
 def test_position_bias_lr_scale_lets_a_student_from_scratch_learn_to_point():
   """The reason for `train.position_bias_lr_scale`: copying the token before EOS needs a sharp
   relative-position attention, and at lr 2e-3 the bias table does not grow enough in 300 steps
@@ -335,6 +336,7 @@ def compiled_run(run: str):
   return config, optimizer, step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", sorted(OBJECTIVE_RUNS))
 def test_loss_decreases_and_compiles_once(run):
   objective = OBJECTIVE_RUNS[run][0]

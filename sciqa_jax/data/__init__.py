@@ -1,6 +1,6 @@
 """Tasks, examples and answer parsing: everything about the datasets, nothing about models.
 
-`get_task(name).load(split, source=...)` is the one entry point for data; see `registry` for the
+`load_examples(config, split)` is the one entry point for data; see `registry` for the
 sources and `loaders` for the accepted file layouts.
 """
 
@@ -13,9 +13,11 @@ from sciqa_jax.data.example import Example
 from sciqa_jax.data.loaders import BadRecordError
 from sciqa_jax.data.loaders import LoadReport
 from sciqa_jax.data.registry import SOURCES
+from sciqa_jax.data.registry import Split
 from sciqa_jax.data.registry import Task
 from sciqa_jax.data.registry import get_task
 from sciqa_jax.data.registry import list_tasks
+from sciqa_jax.data.registry import load_examples
 
 __all__ = ["ANSWER_TYPES", "CHOICE", "NUMBER", "TEXT", "YES_NO", "Example", "BadRecordError",
-           "LoadReport", "SOURCES", "Task", "get_task", "list_tasks"]
+           "LoadReport", "SOURCES", "Split", "Task", "get_task", "list_tasks", "load_examples"]

@@ -36,6 +36,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
+
 from sciqa_jax.data.example import Example
 
 LOCAL_EXTENSIONS = (".jsonl", ".json", ".parquet")
@@ -168,7 +170,6 @@ def iter_hub_rows(hub_id: str, config_name: str | None, split: str) -> Iterator[
 
 def _tfds_to_python(value: Any, feature: Any) -> Any:
   """A numpy TFDS value as plain Python, ClassLabel ints mapped to their names."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   if isinstance(feature, tfds.features.FeaturesDict):

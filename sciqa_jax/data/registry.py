@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import logging
 from collections.abc import Callable
 
 from sciqa_jax.data import answers as answers_lib
 from sciqa_jax.data import loaders
+from sciqa_jax.data import science
 from sciqa_jax.data import synthetic
 from sciqa_jax.data.example import CHOICE, TEXT, YES_NO, Example
 
@@ -33,13 +33,6 @@ SOURCES = ("builtin", "hf", "tfds", "local")
 STANDARD_SPLITS = ("train", "validation", "test")
 
 BuiltinLoader = Callable[..., list[Example]]  # (split, *, seed, num_examples) -> examples
-
-
-def _science_load_split(split: str, *, seed: int = 0,
-                        num_examples: int | None = None) -> list[Example]:
-  # Imported on use: the built-in task is another module's, and loading real data must not need it.
-  science = importlib.import_module("sciqa_jax.data.science")
-  return science.load_split(split, seed=seed, num_examples=num_examples)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +129,7 @@ def _mc(name: str, hub: tuple[str, str | None] | None, tfds_name: str | None = N
 
 
 _TASKS: dict[str, Task] = {task.name: task for task in (
-    Task(name="science_demo", answer_type=CHOICE, builtin=_science_load_split),
+    Task(name="science_demo", answer_type=CHOICE, builtin=science.load_split),
     _mc("arc_easy", ("allenai/ai2_arc", "ARC-Easy"), "ai2_arc/ARC-Easy"),
     _mc("arc_challenge", ("allenai/ai2_arc", "ARC-Challenge"), "ai2_arc/ARC-Challenge"),
     # The "additional" configuration carries fact1, the science fact the question tests.
@@ -162,3 +155,30 @@ def get_task(name: str) -> Task:
 
 def list_tasks() -> list[str]:
   return sorted(_TASKS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """One split of the configured task: its examples and what loading them read and skipped."""
+
+  task: Task
+  name: str
+  examples: list[Example]
+  report: loaders.LoadReport
+
+
+def load_examples(config, split: str) -> Split:
+  """The examples of `split` of `config.task` from `config.data`: the one way every script and
+  the trainer read a dataset.
+
+  A split the task does not have is an error naming the valid ones.
+  """
+  task = get_task(config.task)
+  if split not in task.splits:
+    raise ValueError(f"split {split!r} is not a split of task {task.name!r}; valid splits: "
+                     f"{', '.join(task.splits)}")
+  d = config.data
+  examples, report = task.load_with_report(split, source=d.source, path=d.path,
+                                           skip_bad_records=d.skip_bad_records,
+                                           max_examples=d.max_examples)
+  return Split(task, split, examples, report)

@@ -63,7 +63,6 @@ import random
 import re
 
 from sciqa_jax.data.example import Example
-from sciqa_jax.data.formatting import candidate_answers, format_question
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_SIZES = {"train": 3000, "validation": 300, "test": 500}
@@ -442,24 +441,3 @@ def load_split(split: str, *, seed: int = 0, num_examples: int | None = None) ->
     raise ValueError(f"science_demo: could only generate {len(examples)} distinct {split} questions "
                      f"of the {n} requested")
   return examples
-
-
-def corpus_texts(seed: int = 0) -> list[str]:
-  """Text to train the demo's SentencePiece tokenizer on: every student input and target layout.
-
-  The formatted questions and answer candidates of the training split, and template-teacher
-  rationales for them (correct and deliberately wrong ones, several phrasings), so every word the
-  students read or write is in the vocabulary.
-  """
-  # Imported here: the template teacher reads this module's solutions, so a module-level import
-  # would be circular.
-  from sciqa_jax.teacher.template import TemplateTeacher  # pylint: disable=import-outside-toplevel
-
-  examples = load_split("train", seed=seed)
-  rationales = TemplateTeacher(error_rate=0.2, seed=seed).explain(examples, num_samples=2, seed=seed)
-  texts = []
-  for example, outputs in zip(examples, rationales):
-    texts.append(format_question(example))
-    texts.extend(candidate_answers(example))
-    texts.extend(dict.fromkeys(output.rationale for output in outputs))
-  return texts

@@ -25,6 +25,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
+import huggingface_hub
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -170,7 +171,6 @@ def resolve_model_dir(path_or_hub_id: str) -> str:
                  os.path.exists(path_or_hub_id) or path_or_hub_id.count("/") > 1)
   if looks_local:
     raise FileNotFoundError(f"Model directory {path_or_hub_id} does not exist (or is not a dir).")
-  import huggingface_hub  # pylint: disable=g-import-not-at-top
   try:
     return huggingface_hub.snapshot_download(
         path_or_hub_id,

@@ -228,8 +228,8 @@ def _per_token(layer: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Arr
   """`layer` applied to [B, L, d] as one [B * L, d] matrix product.
 
   Why: with batch and length kept as two dimensions, XLA's CPU backend computed the weight
-  gradients from an operand it first wrote out transposed, element by element; a Flan-T5-small
-  gated MLP's forward and backward took 136 ms that way and 79 ms flattened (2026-12-01).
+  gradients from an operand it first wrote out transposed, element by element; the 2-D form needs
+  no such copy (figures in docs/benchmarks.md).
   """
   return layer(x.reshape(-1, x.shape[-1])).reshape(x.shape[:-1] + (-1,))
 
@@ -237,15 +237,15 @@ def _per_token(layer: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Arr
 class Dropout(nn.Module):
   """Inverted dropout from 16 random bits per element: two elements per 32-bit threefry word.
 
-  flax's nn.Dropout draws a 32-bit word per element and converts it to a float to compare; that
-  threefry work cost a Flan-T5-small CPU train step 12-19% (2026-12-02). Here each word is
+  flax's nn.Dropout draws a 32-bit word per element and converts it to a float to compare; on CPU
+  that threefry work is a visible share of a train step (docs/benchmarks.md). Here each word is
   bitcast to two 16-bit lanes for neighbouring elements of the last axis (a free reshape, fused
-  into the select; a [8, 6, 256, 256] mask and its gradient took 6 ms against 32-39 ms). Batch
-  axes keep `x`'s layout, so batch-sharded activations draw their bits locally. The drop
-  probability is `rate` rounded to a multiple of 2**-16 (0.1 -> 0.100006; a rate that rounds to
-  0 drops nothing, one that rounds to 1 everything); kept values are scaled by the exact inverse
-  of the resulting keep probability. Masks come from the "dropout" RNG collection, a new one per
-  call. Only what T5 needs: no `broadcast_dims`, no scalar inputs.
+  into the select), so half as many words are drawn. Batch axes keep `x`'s layout, so
+  batch-sharded activations draw their bits locally. The drop probability is `rate` rounded to a
+  multiple of 2**-16 (0.1 -> 0.100006; a rate that rounds to 0 drops nothing, one that rounds to 1
+  everything); kept values are scaled by the exact inverse of the resulting keep probability.
+  Masks come from the "dropout" RNG collection, a new one per call. Only what T5 needs: no
+  `broadcast_dims`, no scalar inputs.
   """
 
   rate: float

@@ -131,7 +131,8 @@ def make_teacher(teacher_config, seed: int = 0) -> CompletionTeacher | ExampleTe
   if backend == "jax_t5":
     jax_t5 = _import_backend("sciqa_jax.teacher.jax_t5", backend)
     return jax_t5.JaxT5Teacher(teacher_config.model, batch_size=teacher_config.batch_size,
-                               max_input_length=get("max_input_length", 1024))
+                               max_input_length=get("max_input_length", 1024),
+                               parallelism=get("parallelism", "data"))
   http = _import_backend("sciqa_jax.teacher.http", backend)
   return http.HttpTeacher(teacher_config.base_url, teacher_config.model,
                           chat=teacher_config.chat, api_key_env=teacher_config.api_key_env,

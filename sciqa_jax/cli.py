@@ -1,0 +1,144 @@
+"""What the scripts (generate.py, train.py, evaluate.py) share: a console with the pipeline's own
+progress and nothing else at the default verbosity, everything with absl's `--verbosity=1`.
+
+  from sciqa_jax import cli
+  cli.quiet_third_party()  # at import time, before TensorFlow / JAX are imported
+  ...
+  def main(argv):
+    cli.set_verbosity()  # first thing in main(), once absl has parsed the flags
+
+At the default verbosity this silences:
+- TensorFlow's and XLA's C++ start-up logs (`cpu_feature_guard.cc ... This TensorFlow binary is
+  optimized ...`, the `All log messages before absl::InitializeLog()` banner that precedes them)
+  and gRPC's: environment variables read when those libraries load, so set before any import;
+- TensorFlow's python logger, and transformers' / datasets' INFO and WARNING chatter;
+- JAX's backend probing (`Unable to initialize backend 'tpu': ... Failed to open libtpu.so`);
+- orbax's INFO logs (dozens of lines per checkpoint load) and its spurious warnings: `Requested
+  \`tracked_metric\`; did not provide metrics.` on every save without a validation score, and the
+  `read_only=True` notices of a read-only CheckpointManager (evaluation).
+orbax logs through absl, like this project's scripts, so it is filtered by source file rather than
+by logger: absl records from the scripts and from sciqa_jax always pass, third-party ones only from
+WARNING up. Environment variables a user has set are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+# Imported before the "absl" logger is first looked up: absl installs its own logger class
+# there, which reports the caller's file (a plain logger would name absl's).
+from absl import logging as absl_logging
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+# Read by the C++ runtimes when they load: TensorFlow and XLA (2: errors only), gRPC, glog.
+_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "GRPC_VERBOSITY": "ERROR",
+    "GLOG_minloglevel": "2",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DATASETS_VERBOSITY": "error",
+}
+# Python loggers turned down (not "jax": a level set on it before JAX is imported makes JAX attach
+# a second console handler of its own).
+_LOGGER_LEVELS = {
+    "tensorflow": logging.ERROR,
+    "transformers": logging.ERROR,
+    "datasets": logging.ERROR,
+    "jax._src.xla_bridge": logging.WARNING,  # "Unable to initialize backend 'tpu'", platform probes
+}
+# Third-party warnings that never call for action here (message templates, prefix match).
+SPURIOUS_WARNINGS = (
+    # orbax: a checkpoint saved without a validation score (validation runs on its own schedule;
+    # such checkpoints are kept by the latest-N policy).
+    "Requested `tracked_metric`; did not provide metrics.",
+    # orbax: the read-only CheckpointManager that evaluation loads students with.
+    "CheckpointManagerOptions.read_only=True, setting",
+    "Given directory is read only=",
+)
+
+_env_set: list[str] = []
+_levels_set: dict[str, int] = {}
+
+
+def _own_files() -> tuple[str, ...]:
+  main = getattr(sys.modules.get("__main__"), "__file__", None)
+  return (_PACKAGE_DIR + os.sep,) + ((os.path.abspath(main),) if main else ())
+
+
+class ThirdPartyFilter(logging.Filter):
+  """On the absl logger: the project's records pass; third-party ones from WARNING up, less the
+  spurious warnings."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    path = os.path.abspath(record.pathname)
+    if any(path == own or (own.endswith(os.sep) and path.startswith(own)) for own in _own_files()):
+      return True
+    if record.levelno < logging.WARNING:
+      return False
+    return not (isinstance(record.msg, str) and record.msg.startswith(SPURIOUS_WARNINGS))
+
+
+_FILTER = ThirdPartyFilter()
+
+
+def verbosity_from_argv(argv: Sequence[str] | None = None) -> int:
+  """absl's --verbosity (-v, --v) from the command line, before absl has parsed it; 0 if absent."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  verbosity = 0
+  for i, arg in enumerate(argv):
+    if arg == "--":
+      break
+    name, eq, value = arg.lstrip("-").partition("=")
+    if not arg.startswith("-") or name not in ("verbosity", "v"):
+      continue
+    if not eq:
+      value = argv[i + 1] if i + 1 < len(argv) else ""
+    try:
+      verbosity = int(value)
+    except ValueError:
+      pass  # absl reports the bad value when it parses the flags
+  return verbosity
+
+
+def quiet_third_party(argv: Sequence[str] | None = None) -> None:
+  """Silences third-party start-up noise unless the command line asks for --verbosity >= 1.
+
+  Call at import time, before anything imports TensorFlow, JAX, orbax or transformers.
+  """
+  if verbosity_from_argv(argv) >= 1:
+    return
+  for name, value in _ENV.items():
+    if name not in os.environ:
+      os.environ[name] = value
+      _env_set.append(name)
+  for name, level in _LOGGER_LEVELS.items():
+    logger = logging.getLogger(name)
+    _levels_set.setdefault(name, logger.level)
+    logger.setLevel(level)
+  absl_logger = logging.getLogger("absl")
+  if _FILTER not in absl_logger.filters:
+    absl_logger.addFilter(_FILTER)
+
+
+def set_verbosity(verbosity: int | None = None) -> None:
+  """Applies the parsed verbosity (default: absl's --verbosity): quiet at 0 and below, at 1 and
+  above everything quiet_third_party() silenced is restored. The project's INFO logs are shown."""
+  if verbosity is None:
+    verbosity = absl_logging.get_verbosity()
+  logging.getLogger("sciqa_jax").setLevel(logging.INFO if verbosity < 1 else logging.DEBUG)
+  if verbosity < 1:
+    quiet_third_party(argv=[])
+    return
+  while _env_set:  # for the libraries not imported yet
+    os.environ.pop(_env_set.pop(), None)
+  for name, level in _levels_set.items():
+    logging.getLogger(name).setLevel(level)
+  _levels_set.clear()
+  logging.getLogger("absl").removeFilter(_FILTER)
+  for name in ("transformers", "datasets"):  # already configured from their *_VERBOSITY at import
+    if name in sys.modules:
+      logging.getLogger(name).setLevel(logging.NOTSET)
