@@ -31,7 +31,6 @@ cli.quiet_third_party()  # before TensorFlow / JAX are imported
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from sciqa_jax import checkpoints
 from sciqa_jax import evaluation
@@ -40,8 +39,8 @@ from sciqa_jax.data.registry import load_examples
 from sciqa_jax.teacher import make_teacher
 from sciqa_jax.teacher.evaluation import evaluate_teacher
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file (configs/<name>.py[:variant]); default: the checkpoint's config.")
+_FLAGS = cli.define_common_flags(
+    config_help="Config file (configs/<name>.py[:variant]); default: the checkpoint's config.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "The train.py --workdir to evaluate.")
 _TEACHER = flags.DEFINE_bool("teacher", False, "Evaluate the configured teacher instead.")
 _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate; default: config.data.eval_split.")
@@ -53,7 +52,6 @@ _RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where results.jsonl/.md
 _TEACHER_COT = flags.DEFINE_bool(
     "teacher_cot", True, "--teacher with a completion backend: the prompt style's chain-of-thought "
     "prompts (default zero-shot-CoT); --noteacher_cot asks for the answer directly (zero-shot).")
-_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
 def _parse_step(step: str) -> str | int:
@@ -96,7 +94,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _TEACHER.value == bool(_CHECKPOINT.value):
     raise app.UsageError("pass exactly one of --checkpoint DIR or --teacher")
-  config = _CONFIG.value
+  config = _FLAGS.config.value
   if _TEACHER.value:
     if config is None:
       raise app.UsageError("--teacher needs --config (the teacher section to evaluate)")
@@ -107,7 +105,7 @@ def main(argv):
     task, examples = _load_examples(config, split)
     teacher = make_teacher(config.teacher, seed=config.seed)
     result = evaluate_teacher(teacher, examples, task, config.teacher, seed=config.seed,
-                                         progress=_PROGRESS.value,
+                                         progress=_FLAGS.progress.value,
                                          chain_of_thought=_TEACHER_COT.value,
                                          max_examples=config.eval.max_examples)
     objective = f"teacher:{config.teacher.backend}"
@@ -127,7 +125,7 @@ def main(argv):
                  objective, loaded.step, task.name, split, len(examples))
     result = evaluation.evaluate_split(
         loaded.model, loaded.params, loaded.tokenizer, loaded.config.objective, examples,
-        config.eval, answer_type=task.answer_type, seed=config.seed, progress=_PROGRESS.value,
+        config.eval, answer_type=task.answer_type, seed=config.seed, progress=_FLAGS.progress.value,
         parse_answer=task.parse_answer)
     out_dir = os.path.join(checkpoint, "eval", split)
     results_dir = _RESULTS_DIR.value or os.path.dirname(checkpoint)
@@ -145,4 +143,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

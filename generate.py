@@ -6,22 +6,16 @@ writes them to `config.cache_dir` (sciqa_jax.cache). Rerunning the same command 
 run; a different config on the same cache_dir is refused. The work is in sciqa_jax.rationales.
 """
 
-import sys
-
 from sciqa_jax import cli
 
 cli.quiet_third_party()  # before TensorFlow / JAX are imported
 
 from absl import app
 from absl import logging
-from ml_collections import config_flags
 
 from sciqa_jax import rationales
-from sciqa_jax.cache import CacheConfigMismatchError
-from sciqa_jax.data.loaders import BadRecordError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
-                                          lock_config=True)
+_FLAGS = cli.define_common_flags(config_help="Config file (configs/<name>.py[:variant]).")
 
 
 def _process_index(config) -> int:
@@ -38,19 +32,16 @@ def main(argv) -> None:
   cli.set_verbosity()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
+  config = _FLAGS.config.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/generate_arc_easy.py")
   process_index = _process_index(config)
-  try:
-    counts = rationales.build_cache(config, process_index=process_index)
-  except (CacheConfigMismatchError, BadRecordError) as e:
-    # The user's to fix (another cache_dir, a data file): one line, no traceback.
-    sys.exit(f"generate.py: {e}")
+  counts = rationales.build_cache(config, process_index=process_index,
+                                  progress=_FLAGS.progress.value)
   if process_index == 0:
     logging.info("rationale cache written to %s", config.cache_dir)
     print(rationales.format_summary(counts), flush=True)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

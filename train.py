@@ -16,15 +16,9 @@ cli.quiet_third_party()  # before TensorFlow / JAX are imported
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).",
-                                          lock_config=True)
+_FLAGS = cli.define_common_flags(config_help="Config file (configs/<name>.py[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, export).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "Multi-process jobs: host:port of process 0.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process jobs: process count.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process jobs: this process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -34,15 +28,16 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # Before anything touches the devices.
   from sciqa_jax import sharding
-  sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  sharding.initialize_distributed(_FLAGS.coordinator_address.value, _FLAGS.num_processes.value,
+                                  _FLAGS.process_id.value)
 
   import jax
   from sciqa_jax import trainer
 
-  summary = trainer.train(_CONFIG.value, _WORKDIR.value)
+  summary = trainer.train(_FLAGS.config.value, _WORKDIR.value, progress=_FLAGS.progress.value)
   if jax.process_index() == 0:
     print(summary.describe(), flush=True)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

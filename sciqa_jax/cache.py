@@ -39,13 +39,14 @@ from typing import Any
 
 import tensorflow as tf
 
+from sciqa_jax import errors
 from sciqa_jax.data.example import Example
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
 
-class CacheConfigMismatchError(ValueError):
+class CacheConfigMismatchError(errors.RunMismatchError):
   """The cache directory was produced with different settings."""
 
 

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
+from sciqa_jax import errors
 from sciqa_jax.models import T5, T5Config
 from sciqa_jax.tokenizer import load_tokenizer
 
@@ -59,7 +60,7 @@ VAL_METRIC = "val_accuracy"
 LEGACY_DATA_ITEM = "data"
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(errors.RunMismatchError):
   """The checkpoint was made for another model shape, objective, optimizer or phase plan."""
 
 

@@ -6,6 +6,9 @@ progress and nothing else at the default verbosity, everything with absl's `--ve
   ...
   def main(argv):
     cli.set_verbosity()  # first thing in main(), once absl has parsed the flags
+  ...
+  if __name__ == "__main__":
+    cli.run(main)  # a sciqa_jax.errors.UserError prints one line, not a traceback
 
 At the default verbosity this silences:
 - TensorFlow's and XLA's C++ start-up logs (`cpu_feature_guard.cc ... This TensorFlow binary is
@@ -23,14 +26,18 @@ WARNING up. Environment variables a user has set are left alone.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 # Imported before the "absl" logger is first looked up: absl installs its own logger class
 # there, which reports the caller's file (a plain logger would name absl's).
 from absl import logging as absl_logging
+
+from sciqa_jax import errors
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -142,3 +149,57 @@ def set_verbosity(verbosity: int | None = None) -> None:
   for name in ("transformers", "datasets"):  # already configured from their *_VERBOSITY at import
     if name in sys.modules:
       logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def define_common_flags(*, config_help: str):
+  """The flags every script takes, defined once so they mean the same everywhere: --config
+  (ml_collections config file, `--config.key=value` overrides), --progress / --noprogress and,
+  for multi-process jobs, --coordinator_address / --num_processes / --process_id. absl adds
+  --verbosity (1 shows third-party logs and tracebacks of user errors). Returns the flag holders
+  (config, progress, coordinator_address, num_processes, process_id)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  return CommonFlags(
+      config=config_flags.DEFINE_config_file("config", None, config_help, lock_config=True),
+      progress=flags.DEFINE_bool("progress", True, "Show progress bars."),
+      coordinator_address=flags.DEFINE_string(
+          "coordinator_address", None, "Multi-process jobs: host:port of process 0."),
+      num_processes=flags.DEFINE_integer("num_processes", None,
+                                         "Multi-process jobs: process count."),
+      process_id=flags.DEFINE_integer("process_id", None,
+                                      "Multi-process jobs: this process's index."),
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class CommonFlags:
+  config: Any
+  progress: Any
+  coordinator_address: Any
+  num_processes: Any
+  process_id: Any
+
+
+def format_user_error(script: str, error: BaseException) -> str:
+  """`<script>: error: <message>` on one line (a message's own line breaks become "; ")."""
+  message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+  return f"{script}: error: {message or type(error).__name__}"
+
+
+def run(main: Callable[[list[str]], Any]) -> None:
+  """`absl.app.run(main)`, where a `sciqa_jax.errors.UserError` ends the script with its message
+  on one line and exit status 2 instead of a traceback (kept with --verbosity=1). Other exceptions
+  are bugs and keep their traceback."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+
+  def guarded(argv):
+    try:
+      return main(argv)
+    except errors.UserError as e:
+      if absl_logging.get_verbosity() >= 1:
+        raise
+      print(format_user_error(os.path.basename(sys.argv[0]), e), file=sys.stderr, flush=True)
+      sys.exit(2)
+
+  app.run(guarded)

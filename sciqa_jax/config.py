@@ -51,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.teacher.error_rate = 0.0  # template teacher only: fraction of deliberately wrong rationales
   c.teacher.splits = ("train",)  # splits to explain
   c.teacher.shard_size = 256  # examples per TFRecord shard (the unit of resumption)
+  # A split that ends with no kept rationale (no examples, every record bad, no imported id
+  # matching, every rationale wrong) is an error unless this is True.
+  c.teacher.allow_empty = False
 
   # ---- the students (sciqa_jax.models) -------------------------------------------------------
   c.model = ml_collections.ConfigDict()

@@ -37,6 +37,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sciqa_jax import decoding
+from sciqa_jax import errors
 from sciqa_jax import sharding
 from sciqa_jax.models.t5 import T5
 from sciqa_jax.tokenizer import tokenize
@@ -46,7 +47,7 @@ _PER_ROW_CACHE = ("cached_key", "cached_value", "cross_key", "cross_value")
 OVERFLOW_MODES = ("truncate", "error")
 
 
-class InputTooLongError(ValueError):
+class InputTooLongError(errors.ConfigError):
   """An input is longer than the runner's `max_input_length` and overflow="error"."""
 
 

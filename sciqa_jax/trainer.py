@@ -41,6 +41,7 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from sciqa_jax import checkpoints as checkpoints_lib
+from sciqa_jax import errors
 from sciqa_jax import evaluation
 from sciqa_jax import inference
 from sciqa_jax import input_pipeline
@@ -56,7 +57,7 @@ from sciqa_jax.objectives import Objective
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.UserError, FloatingPointError):
   """The training loss or gradient became NaN/inf."""
 
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from sciqa_jax import errors
 from sciqa_jax.data.example import Example
 
 LOCAL_EXTENSIONS = (".jsonl", ".json", ".parquet")
@@ -48,7 +49,7 @@ SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "dev", "val",
 MAX_REPORTED_SKIPS = 20  # skipped-record reasons kept in a LoadReport (the count is exact)
 
 
-class BadRecordError(ValueError):
+class BadRecordError(errors.DataError):
   """An unusable record; the message names the file (or hub/TFDS source) and line/row."""
 
 

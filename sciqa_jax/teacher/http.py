@@ -33,6 +33,7 @@ import urllib.parse
 import urllib.request
 from typing import Sequence
 
+from sciqa_jax import errors
 from sciqa_jax.teacher.base import check_sampling_args
 
 # Indirection so tests can record backoff waits instead of sleeping through them.
@@ -41,7 +42,7 @@ _sleep = time.sleep
 _RETRIABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 
 
-class HttpTeacherError(RuntimeError):
+class HttpTeacherError(errors.UserError, RuntimeError):
   """A request failed permanently (a non-retriable status, or retries exhausted)."""
 
 
