@@ -57,11 +57,11 @@ def test_hf_style_exports_json_jsonl_parquet_agree(tmp_path):
 
   rows = [hf_row("a", "A"), hf_row("b", "D"), hf_row("c", "B")]
   write_jsonl(tmp_path / "train.jsonl", rows)
-  (tmp_path / "export.json").write_text(json.dumps(rows))
+  (tmp_path / "train.json").write_text(json.dumps(rows))  # a file serves the split its name names
   pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train-00000-of-00001.parquet")
   task = get_task("arc_challenge")
   loaded = [task.load("train", source="local", path=str(tmp_path / name))
-            for name in ("train.jsonl", "export.json", "train-00000-of-00001.parquet")]
+            for name in ("train.jsonl", "train.json", "train-00000-of-00001.parquet")]
   assert loaded[0] == loaded[1] == loaded[2]
   assert [(e.id, e.answer, e.question) for e in loaded[0]] == [
       ("a", "A", "Question a?"), ("b", "D", "Question b?"), ("c", "B", "Question c?")]

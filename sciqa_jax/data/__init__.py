@@ -1,7 +1,8 @@
 """Tasks, examples and answer parsing: everything about the datasets, nothing about models.
 
-`load_examples(config, split)` is the one entry point for data; see `registry` for the
-sources and `loaders` for the accepted file layouts.
+`load_examples(config, split)` is the one entry point for data (`load_splits(config, names)` for
+several, checked to be disjoint); see `registry` for the sources and `loaders` for the accepted
+file layouts.
 """
 
 from sciqa_jax.data.example import ANSWER_TYPES
@@ -18,6 +19,8 @@ from sciqa_jax.data.registry import Task
 from sciqa_jax.data.registry import get_task
 from sciqa_jax.data.registry import list_tasks
 from sciqa_jax.data.registry import load_examples
+from sciqa_jax.data.registry import load_splits
 
 __all__ = ["ANSWER_TYPES", "CHOICE", "NUMBER", "TEXT", "YES_NO", "Example", "BadRecordError",
-           "LoadReport", "SOURCES", "Split", "Task", "get_task", "list_tasks", "load_examples"]
+           "LoadReport", "SOURCES", "Split", "Task", "get_task", "list_tasks", "load_examples",
+           "load_splits"]

@@ -47,3 +47,23 @@ def format_answer(example: Example, answer: str | None = None) -> str:
 def candidate_answers(example: Example) -> list[str]:
   """Every formatted choice, in label order: the candidates rank classification scores."""
   return [format_answer(example, label) for label in example.labels]
+
+
+class ElidableText(str):
+  """A text with a span (character offsets `elidable = (start, end)`) that loses its middle first
+  when the tokenised text is longer than its limit.
+
+  The objectives mark the rationale this way in every text that holds one (stage-2 inputs,
+  rationale targets, Fine-tune-CoT's `rationale --> answer` targets): cut from the end, a long
+  rationale would lose its conclusion, the part stage 2 must read and the part before the answer
+  a student must learn to write. It is a `str`, so everything else reads it as plain text.
+  """
+
+  elidable: tuple[int, int]
+
+  def __new__(cls, text: str, start: int, end: int):
+    if not 0 <= start <= end <= len(text):
+      raise ValueError(f"elidable span ({start}, {end}) outside a text of {len(text)} characters")
+    obj = super().__new__(cls, text)
+    obj.elidable = (start, end)
+    return obj

@@ -18,6 +18,28 @@ Two layers:
       sciq_record             question, distractor1-3, correct_answer (support unused).
       strategyqa_record       question, answer (bool or "yes"/"no"/"true"/"false").
 
+Local files (source local, `resolve_local_files`): splits are never guessed. A file serves a split
+only when its name says so: it has one of the split's SPLIT_ALIASES as a whole word, in any case
+("ARC-Easy-Dev.jsonl" and "valid.json" are validation, "strategyqa_train.json" is train). data.path
+may be
+  * a file: used for a split its name names, refused for any other split (ask StrategyQA's
+    "strategyqa_train.json" for test and the error says so); a file whose name names no split
+    ("export.json") serves no split, unless the task has a single published split;
+  * a pattern with "{split}": "{split}" stands for each of the split's aliases, in any case, and
+    exactly one existing path must match: "data/ARC-Easy-{split}.jsonl" is ARC-Easy-Train.jsonl for
+    train and ARC-Easy-Dev.jsonl for validation; the path found may be a directory (searched as
+    below) and "{split}" may stand in a directory's name too ("data/{split}/rows.jsonl");
+  * a directory: its .jsonl/.json/.parquet files whose name names the split and that belong to the
+    task. Where a dataset's release names its files after it (`Task.file_names`: "ARC-Challenge-
+    Train.jsonl", CommonsenseQA's "train_rand_split.jsonl", "strategyqa_train.json"), a file
+    belongs if its name carries that name, or if it names no dataset and the directory's own name
+    does ("ARC-Challenge/train-00000-of-00001.parquet", the hub's layout); releases whose file names
+    carry no dataset name (OpenBookQA, QASC, SciQ: "train.jsonl") take any file of the split.
+    A file naming another registered dataset is never the task's (ARC-Easy files are not
+    ARC-Challenge's), given as data.path or found in a directory. Exactly one file must remain,
+    or the complete shards of one ("train-00000-of-00002.parquet", "train-00001-of-00002.parquet",
+    read in order); none, several, or missing shards fail listing the candidates.
+
 `build_examples` joins them: bad records (invalid JSON, missing answer key, answer key not among
 the labels, no choices, duplicate ids) raise ONE `BadRecordError` naming the location, unless
 `skip_bad_records`, in which case they are dropped and counted in the returned `LoadReport`.
@@ -29,6 +51,7 @@ letters ("A".."I") for both the choices and the answer key, lower-case letters b
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -87,35 +110,158 @@ RecordParser = Callable[[dict[str, Any], int, str], Example]
 # ---- row sources -------------------------------------------------------------------------------
 
 
-def _split_tokens(filename: str) -> set[str]:
-  return set(re.split(r"[^a-z0-9]+", filename.lower()))
+def _tokens(name: str) -> list[str]:
+  """The words of a file name, lower case: "ARC-Easy-Dev.jsonl" -> [arc, easy, dev, jsonl]."""
+  return [token for token in re.split(r"[^a-z0-9]+", name.lower()) if token]
 
 
-def resolve_local_files(path: str, split: str) -> list[str]:
-  """The local files holding `split`.
+def names_dataset(filename: str, name: str) -> bool:
+  """Whether `filename` carries the dataset name `name` as whole words ("ARC-Easy" is in
+  "ARC-Easy-Train.jsonl", not in "ARC-Challenge-Train.jsonl")."""
+  want, have = _tokens(name), _tokens(filename)
+  return bool(want) and any(have[i:i + len(want)] == want for i in range(len(have) - len(want) + 1))
 
-  `path` is a file (used as is), a pattern with "{split}" (e.g. "data/ARC-Easy-{split}.jsonl"),
-  or a directory searched for JSON/JSONL/parquet files whose name contains the split's name
-  ("validation" also matches "dev"/"val"); several matches (parquet shards) are read in name order.
+
+def splits_named(filename: str) -> list[str]:
+  """The splits whose SPLIT_ALIASES tokens occur in `filename` as whole words."""
+  tokens = set(_tokens(filename))
+  return [split for split, aliases in SPLIT_ALIASES.items() if tokens & set(aliases)]
+
+
+def _aliases(split: str) -> tuple[str, ...]:
+  return SPLIT_ALIASES.get(split, (split,))
+
+
+def _other_dataset(filename: str, names: tuple[str, ...], other_names: tuple[str, ...]) -> str:
+  """The other dataset `filename` names ("" if none, or if it also names this task's dataset)."""
+  if any(names_dataset(filename, name) for name in names):
+    return ""
+  return next((name for name in other_names if names_dataset(filename, name)), "")
+
+
+def _check_file(path: str, split: str, *, names: tuple[str, ...], other_names: tuple[str, ...],
+                splits: tuple[str, ...], split_in_name: bool) -> None:
+  """A file given as data.path serves `split` only when its name says so (module doc)."""
+  filename = os.path.basename(path)
+  other = _other_dataset(filename, names, other_names)
+  if other:
+    raise errors.DataError(
+        f"data.path={path!r} is a file of another dataset ({other}, by its name), not this task's"
+        + (f" ({' / '.join(names)} files)" if names else "") + ": check data.path and task")
+  if not split_in_name:
+    return
+  named = splits_named(filename)
+  if split in named or (not named and len(splits) == 1):
+    return
+  if named:
+    token = next(a for a in _aliases(named[0]) if a in _tokens(filename))
+    pattern = os.path.join(os.path.dirname(path), re.sub(
+        rf"(?i)(?<![a-z0-9]){token}(?![a-z0-9])", "{split}", filename, count=1))
+    raise errors.DataError(
+        f"data.path={path!r} holds the {'/'.join(named)} split (its file name says so), not "
+        f"{split!r}: give each split its own file and set data.path to their directory or to a "
+        f"pattern such as {pattern!r}")
+  stem, ext = os.path.splitext(filename)
+  raise errors.DataError(
+      f"data.path={path!r}: the file name does not say which split it holds (no word of "
+      f"{', '.join(a for s in SPLIT_ALIASES.values() for a in s)}), so it is used for no split: "
+      f"rename it (e.g. {stem}_{split}{ext}) or set data.path to a {{split}} pattern")
+
+
+def _expand_split_pattern(path: str, split: str) -> str:
+  """The one existing path that `path` names for `split`, "{split}" standing for any alias of the
+  split in any case (module doc)."""
+  aliases = _aliases(split)
+  parts = [glob.escape(part) for part in path.split("{split}")]
+  found = set()
+  for alias in aliases:
+    any_case = "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else glob.escape(c) for c in alias)
+    found.update(glob.glob(any_case.join(parts)))
+  if not found:
+    raise errors.MissingFileError(
+        f"data.path={path!r}: nothing there for split {split!r} ({{split}} stands for "
+        f"{' / '.join(aliases)}, in any case): check the path or add the split's file")
+  if len(found) > 1:
+    raise errors.DataError(
+        f"data.path={path!r} matches several paths for split {split!r}: {sorted(found)}: keep one "
+        "or make the pattern more specific")
+  return found.pop()
+
+
+_SHARD = re.compile(r"(.*)-(\d+)-of-(\d+)(\.\w+)")  # train-00000-of-00003.parquet
+
+
+def _check_one_file_or_shards(directory: str, split: str, files: list[str]) -> None:
+  """Several files serve one split only as the complete shards of one file."""
+  matches = [_SHARD.fullmatch(name) for name in files]
+  if all(matches) and len({(m[1], m[3], m[4]) for m in matches}) == 1:
+    total = int(matches[0][3])
+    if sorted(int(m[2]) for m in matches) != list(range(total)):
+      raise errors.DataError(
+          f"{directory}: split {split!r} has {len(files)} of the {total} shards "
+          f"{matches[0][1]}-*-of-{matches[0][3]}{matches[0][4]} ({files}): add the missing ones")
+    return
+  if len(files) > 1:
+    raise errors.DataError(
+        f"several files in {directory} could hold split {split!r}: {files}: set data.path to one "
+        "of them or to a {split} pattern")
+
+
+def _directory_files(directory: str, split: str, *, names: tuple[str, ...],
+                     other_names: tuple[str, ...]) -> list[str]:
+  """The file (or shards) of `split` in `directory` that belong to the task (module doc)."""
+  data_files = sorted(name for name in os.listdir(directory)
+                      if name.endswith(LOCAL_EXTENSIONS)
+                      and os.path.isfile(os.path.join(directory, name)))
+  folder = os.path.basename(os.path.normpath(directory))
+  named_by_folder = any(names_dataset(folder, name) for name in names)
+
+  def belongs(filename: str) -> bool:
+    if any(names_dataset(filename, name) for name in names):
+      return True
+    return not _other_dataset(filename, names, other_names) and (not names or named_by_folder)
+
+  aliases = _aliases(split)
+  files = [name for name in data_files if set(_tokens(name)) & set(aliases) and belongs(name)]
+  if not files:
+    wanted = f"one of the words {aliases}" + (
+        f" and the dataset's name ({' or '.join(names)})" if names else "")
+    raise errors.MissingFileError(
+        f"no file for split {split!r} in {directory}: expected a .jsonl/.json/.parquet file whose "
+        f"name has {wanted}; data files there: {data_files or 'none'}: add it, or set data.path "
+        "to the file or a {split} pattern")
+  _check_one_file_or_shards(directory, split, files)
+  return [os.path.join(directory, name) for name in files]
+
+
+def resolve_local_files(path: str, split: str, *, names: tuple[str, ...] = (),
+                        other_names: tuple[str, ...] = (),
+                        splits: tuple[str, ...] = tuple(SPLIT_ALIASES)) -> list[str]:
+  """The local files holding `split`: one file, or the complete shards of one (module doc).
+
+  Args:
+    path: data.path: a file, a directory, or a pattern with "{split}".
+    split: the split wanted.
+    names: the dataset's name as its release files carry it (Task.file_names); () if they carry
+      none.
+    other_names: the other registered datasets' names: a file naming one of them is not this
+      task's.
+    splits: the task's published splits (a file naming no split serves a single-split task).
   """
   if not path:
-    raise ValueError("data.source='local' needs data.path = a file, a directory, or a pattern "
-                     "with {split}")
+    raise errors.ConfigError("data.source='local' needs data.path: a file, a directory, or a "
+                             "pattern with {split} such as data/ARC-Easy-{split}.jsonl")
+  split_in_name = True
   if "{split}" in path:
-    path = path.replace("{split}", split)
+    path, split_in_name = _expand_split_pattern(path, split), False
   if os.path.isfile(path):
+    _check_file(path, split, names=names, other_names=other_names, splits=splits,
+                split_in_name=split_in_name)
     return [path]
   if not os.path.isdir(path):
-    raise FileNotFoundError(f"data.path={path!r} (split {split!r}) is neither a file nor a directory")
-  aliases = SPLIT_ALIASES.get(split, (split,))
-  files = sorted(
-      os.path.join(path, name) for name in os.listdir(path)
-      if name.endswith(LOCAL_EXTENSIONS) and _split_tokens(name) & set(aliases))
-  if not files:
-    raise FileNotFoundError(
-        f"no file for split {split!r} in {path!r}: expected a .jsonl/.json/.parquet file whose name "
-        f"contains one of {aliases}; found {sorted(os.listdir(path))}")
-  return files
+    raise errors.MissingFileError(f"data.path={path!r} (split {split!r}) is neither a file nor a "
+                                  "directory: check the path")
+  return _directory_files(path, split, names=names, other_names=other_names)
 
 
 def iter_local_rows(path: str) -> Iterator[tuple[str, Row]]:
@@ -348,6 +494,7 @@ def build_examples(rows: Iterable[tuple[str, Row]], parse: RecordParser, split: 
   return examples, report
 
 
-def local_rows(path: str, split: str) -> Iterator[tuple[str, Row]]:
-  for file in resolve_local_files(path, split):
+def local_rows(path: str, split: str, **layout) -> Iterator[tuple[str, Row]]:
+  """The rows of `split` from the local files `resolve_local_files(path, split, **layout)` finds."""
+  for file in resolve_local_files(path, split, **layout):
     yield from iter_local_rows(file)

@@ -14,15 +14,26 @@ Sources (`data.source` in the config):
 
 Splits are the published ones; a source that lacks a split (StrategyQA's hub copy has no
 validation split, CommonsenseQA's test split has no answers) fails with the source's own message.
+`load_splits` loads several and checks that they are disjoint: a question in two splits (a
+validation file that is the train file again, a test set that leaked into train) would make the
+held-out accuracy a training one.
+
+Every problem here is a user error (sciqa_jax.errors): an unknown task, a split the task does not
+have, a source it lacks or a negative data.max_examples is a ConfigError naming the setting; a
+missing local file a MissingFileError; overlapping splits or local files that do not say their
+split a DataError.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 
+from sciqa_jax import errors
 from sciqa_jax.data import answers as answers_lib
 from sciqa_jax.data import loaders
 from sciqa_jax.data import science
@@ -47,6 +58,9 @@ class Task:
     parser: record parser for hf / tfds / local rows (real datasets only).
     hub: (hub id, config name or None) for source "hf".
     tfds_name: TFDS dataset name for source "tfds", when TFDS has a builder.
+    file_names: the dataset's name as its release's file names carry it ("ARC-Easy" in
+      "ARC-Easy-Train.jsonl"); () when they carry none. Source local reads a directory's files of
+      the task by it (sciqa_jax.data.loaders).
   """
 
   name: str
@@ -56,6 +70,7 @@ class Task:
   parser: loaders.RecordParser | None = None
   hub: tuple[str, str | None] | None = None
   tfds_name: str | None = None
+  file_names: tuple[str, ...] = ()
 
   @property
   def sources(self) -> tuple[str, ...]:
@@ -67,9 +82,7 @@ class Task:
                        skip_bad_records: bool = False, max_examples: int = 0, seed: int = 0
                        ) -> tuple[list[Example], loaders.LoadReport]:
     """Like `load`, also returning what was read and skipped."""
-    if source not in self.sources:
-      raise ValueError(f"task {self.name!r} cannot be loaded from data.source={source!r}; "
-                       f"its sources are {self.sources}")
+    self._check_request(split, source, max_examples)
     if source == "builtin":
       examples = self.builtin(split, seed=seed, num_examples=max_examples or None)
       report = loaders.LoadReport(source=f"builtin {self.name} split {split}",
@@ -86,7 +99,9 @@ class Task:
         name = path or self.tfds_name
         rows, what = loaders.iter_tfds_rows(name, split), f"tfds {name}"
       else:
-        rows, what = loaders.local_rows(path, split), f"local {path}"
+        rows = loaders.local_rows(path, split, names=self.file_names,
+                                  other_names=_other_file_names(self), splits=self.splits)
+        what = f"local {path}"
       examples, report = loaders.build_examples(
           rows, self.parser, split, source=f"{self.name} {what} split {split}",
           skip_bad_records=skip_bad_records)
@@ -95,6 +110,20 @@ class Task:
     if max_examples:
       examples = examples[:max_examples]
     return examples, report
+
+  def _check_request(self, split: str, source: str, max_examples: int) -> None:
+    if split not in self.splits:
+      raise errors.ConfigError(
+          f"split {split!r} is not a split of task {self.name!r}; valid splits: "
+          f"{', '.join(self.splits)} (set data.train_split, data.eval_split, teacher.splits or "
+          "--split to one of them)")
+    if source not in self.sources:
+      raise errors.ConfigError(
+          f"task {self.name!r} cannot be loaded from data.source={source!r}; its sources are "
+          f"{', '.join(self.sources)}: set data.source to one of them")
+    if max_examples < 0:
+      raise errors.ConfigError(f"data.max_examples={max_examples} must be >= 0 (0 = every "
+                               "example, N > 0 = the first N of each split)")
 
   def load(self, split: str, *, source: str, path: str = "", skip_bad_records: bool = False,
            max_examples: int = 0, seed: int = 0) -> list[Example]:
@@ -122,24 +151,33 @@ class Task:
 
 
 def _mc(name: str, hub: tuple[str, str | None] | None, tfds_name: str | None = None,
-        context_field: str = "") -> Task:
+        context_field: str = "", file_names: tuple[str, ...] = ()) -> Task:
   parser = functools.partial(loaders.multiple_choice_record, context_field=context_field,
                              id_prefix=name)
-  return Task(name=name, answer_type=CHOICE, parser=parser, hub=hub, tfds_name=tfds_name)
+  return Task(name=name, answer_type=CHOICE, parser=parser, hub=hub, tfds_name=tfds_name,
+              file_names=file_names)
 
 
 _TASKS: dict[str, Task] = {task.name: task for task in (
     Task(name="science_demo", answer_type=CHOICE, builtin=science.load_split),
-    _mc("arc_easy", ("allenai/ai2_arc", "ARC-Easy"), "ai2_arc/ARC-Easy"),
-    _mc("arc_challenge", ("allenai/ai2_arc", "ARC-Challenge"), "ai2_arc/ARC-Challenge"),
-    # The "additional" configuration carries fact1, the science fact the question tests.
+    # Release files: ARC-Easy-Train.jsonl, ARC-Easy-Dev.jsonl, ARC-Easy-Test.jsonl (and Challenge).
+    _mc("arc_easy", ("allenai/ai2_arc", "ARC-Easy"), "ai2_arc/ARC-Easy", file_names=("ARC-Easy",)),
+    _mc("arc_challenge", ("allenai/ai2_arc", "ARC-Challenge"), "ai2_arc/ARC-Challenge",
+        file_names=("ARC-Challenge",)),
+    # The "additional" configuration carries fact1, the science fact the question tests. Release
+    # files: Main/train.jsonl, Additional/train_complete.jsonl (no dataset name).
     _mc("openbookqa", ("allenai/openbookqa", "additional"), "openbookqa", context_field="fact1"),
-    _mc("qasc", ("allenai/qasc", None), "qasc"),
-    _mc("commonsense_qa", ("tau/commonsense_qa", None)),
+    _mc("qasc", ("allenai/qasc", None), "qasc"),  # QASC_Dataset/train.jsonl, dev.jsonl, test.jsonl
+    # train_rand_split.jsonl, dev_rand_split.jsonl, test_rand_split_no_answers.jsonl.
+    _mc("commonsense_qa", ("tau/commonsense_qa", None),
+        file_names=("rand_split", "commonsense_qa", "commonsenseqa")),
+    # train.json, valid.json, test.json.
     Task(name="sciq", answer_type=CHOICE, parser=loaders.sciq_record, hub=("allenai/sciq", None)),
-    # The original release has only a (labelled) train file; the hub copy adds a test split.
+    # The original release has only a (labelled) train file, strategyqa_train.json; the hub copy
+    # adds a test split.
     Task(name="strategyqa", answer_type=YES_NO, splits=("train", "test"),
-         parser=loaders.strategyqa_record, hub=("ChilleD/StrategyQA", None)),
+         parser=loaders.strategyqa_record, hub=("ChilleD/StrategyQA", None),
+         file_names=("strategyqa",)),
     Task(name="coin_flip", answer_type=YES_NO, builtin=synthetic.coin_flip),
     Task(name="last_letter_concatenation", answer_type=TEXT,
          builtin=synthetic.last_letter_concatenation),
@@ -149,8 +187,16 @@ _TASKS: dict[str, Task] = {task.name: task for task in (
 def get_task(name: str) -> Task:
   """The registered task `name`; unknown names fail listing the known ones."""
   if name not in _TASKS:
-    raise ValueError(f"unknown task {name!r}; registered tasks: {', '.join(list_tasks())}")
+    close = difflib.get_close_matches(str(name), list_tasks(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise errors.ConfigError(f"unknown task={name!r}{hint}; registered tasks: "
+                             f"{', '.join(list_tasks())}")
   return _TASKS[name]
+
+
+def _other_file_names(task: Task) -> tuple[str, ...]:
+  return tuple(name for other in _TASKS.values() if other.name != task.name
+               for name in other.file_names)
 
 
 def list_tasks() -> list[str]:
@@ -174,11 +220,48 @@ def load_examples(config, split: str) -> Split:
   A split the task does not have is an error naming the valid ones.
   """
   task = get_task(config.task)
-  if split not in task.splits:
-    raise ValueError(f"split {split!r} is not a split of task {task.name!r}; valid splits: "
-                     f"{', '.join(task.splits)}")
   d = config.data
   examples, report = task.load_with_report(split, source=d.source, path=d.path,
                                            skip_bad_records=d.skip_bad_records,
                                            max_examples=d.max_examples)
   return Split(task, split, examples, report)
+
+
+def load_splits(config, split_names: Iterable[str]) -> dict[str, Split]:
+  """`load_examples` of each split named (each once), checked to be disjoint.
+
+  Two splits that share an example id or a question are a DataError naming both splits, how many
+  examples they share and the first one: a held-out score is only held out when no question of it
+  was trained on (a data.path that serves one file for two splits, a leaked test set).
+  """
+  splits = {name: load_examples(config, name) for name in dict.fromkeys(split_names)}
+  names = list(splits)
+  for i, first in enumerate(names):
+    for second in names[i + 1:]:
+      check_disjoint(config, splits[first], splits[second])
+  return splits
+
+
+def question_key(example: Example) -> str:
+  """What makes two examples the same question: the question text and the choice texts (in any
+  order), whitespace and case normalised. Choices count because releases reuse a generic stem
+  ("Which of these is a chemical change?") with other options, a different question."""
+  def norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+  return "\x00".join([norm(example.question)] + sorted(norm(text) for _, text in example.choices))
+
+
+def check_disjoint(config, a: Split, b: Split) -> None:
+  """Raises DataError when `a` and `b` share an example id or a question (`question_key`)."""
+  ids = {example.id for example in a.examples}
+  questions = {question_key(example) for example in a.examples}
+  shared = [example for example in b.examples
+            if example.id in ids or question_key(example) in questions]
+  if not shared:
+    return
+  first = shared[0]
+  text = first.question if len(first.question) <= 80 else first.question[:77] + "..."
+  raise errors.DataError(
+      f"splits {a.name!r} and {b.name!r} of task {a.task.name!r} share {len(shared)} example(s) "
+      f"(same id or question), e.g. id {first.id!r}: {text!r}; held-out splits must be disjoint "
+      f"from training: check data.path={config.data.path!r} (data.source={config.data.source!r})")
