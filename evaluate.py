@@ -1,27 +1,31 @@
-"""Evaluates trained students, or the configured teacher, on one split of the task.
+"""Evaluates trained students, or the configured teacher, on one split of a task.
 
-  python evaluate.py --config configs/demo.py --checkpoint runs/demo/two_stage [--split test]
-      [--step best|latest|N] [--name two_stage] [--results_dir runs/demo]
+  python evaluate.py --checkpoint runs/demo/two_stage --split test [--step best|latest|N]
+      [--config configs/demo.py] [--name two_stage] [--results_dir runs/demo]
   python evaluate.py --config configs/demo.py --teacher --split test --name teacher \\
       --results_dir runs/demo
 
-Students: the checkpoint directory is a train.py --workdir. The students, their tokenizer and the
-objective they were trained for come from the checkpoint (its config.json); the task, data source
-and `eval.*` settings come from --config (or, without --config, from the checkpoint's config), so
-one config file evaluates both a two_stage and an answer_only run. Writes
-`<checkpoint>/eval/<split>/predictions.jsonl` and `metrics.json`.
+Students: the checkpoint directory is a train.py --workdir. The students, their tokenizer, the
+objective they were trained for, and the task and data settings they were trained on all come from
+the checkpoint (its config.json). --config supplies the `eval.*` settings (and data settings, e.g.
+a moved data.path) but must name the checkpoint's task: a config of another task is refused,
+naming both. To score students on another task on purpose, pass --task=<name> with a --config of
+that task. Writes `<checkpoint>/eval/<task>/<split>/<name>/predictions.jsonl` and `metrics.json`.
 
 Teacher: evaluates `config.teacher` (zero-shot / zero-shot-CoT prompts for completion backends,
 the concluded answers for the template / imported teachers) by the same accuracy and interval;
-writes `<results_dir>/<name>/eval/<split>/`.
+writes `<results_dir>/eval/<task>/<split>/<name>/`.
 
-Either way a row (name, objective, split, n, accuracy, 95% CI) is recorded in `--results_dir`
-(default: the checkpoint's parent directory): results.jsonl, results.md (printed) and, once two
-or more rows exist, results.png.
+Either way a row (name, objective, task, split, n, accuracy, 95% CI) is recorded in
+`--results_dir` (default: the checkpoint's parent directory): results.jsonl, results.md (printed)
+and, once two or more rows exist, results.png. Nothing is overwritten: rerunning an evaluation
+replaces its own outputs, but a name already used for another checkpoint, step or settings is
+refused (pass another --name).
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 from sciqa_jax import cli
@@ -31,11 +35,14 @@ cli.quiet_third_party()  # before TensorFlow / JAX are imported
 from absl import app
 from absl import flags
 from absl import logging
+import ml_collections
 
 from sciqa_jax import checkpoints
+from sciqa_jax import config as config_lib
+from sciqa_jax import errors
 from sciqa_jax import evaluation
 from sciqa_jax import reporting
-from sciqa_jax.data.registry import load_examples
+from sciqa_jax.data.registry import load_examples, load_splits
 from sciqa_jax.teacher import make_teacher
 from sciqa_jax.teacher.evaluation import evaluate_teacher
 
@@ -43,6 +50,9 @@ _FLAGS = cli.define_common_flags(
     config_help="Config file (configs/<name>.py[:variant]); default: the checkpoint's config.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "The train.py --workdir to evaluate.")
 _TEACHER = flags.DEFINE_bool("teacher", False, "Evaluate the configured teacher instead.")
+_TASK = flags.DEFINE_string(
+    "task", None, "--checkpoint only: evaluate on this task although the students were trained on "
+    "another (needs --config of that task); default: the checkpoint's task.")
 _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate; default: config.data.eval_split.")
 _STEP = flags.DEFINE_string("step", "best", "Checkpoint step: best, latest or a step number.")
 _NAME = flags.DEFINE_string("name", None, "Row name in the results table; default: the "
@@ -64,28 +74,121 @@ def _parse_step(step: str) -> str | int:
 
 
 def _load_examples(config, split: str):
-  """(task, examples) of the split; an unknown split or an empty one is a usage error."""
-  try:
-    loaded = load_examples(config, split)
-  except ValueError as e:
-    raise app.UsageError(f"--split: {e}") from None
+  """(task, examples) of the split; an unknown or empty split is an error naming the data."""
+  loaded = load_examples(config, split)
   if not loaded.examples:
-    raise ValueError(f"split {split!r} of task {loaded.task.name!r} "
-                     f"(data.source={config.data.source!r}, data.path={config.data.path!r}) has "
-                     "no examples")
+    raise errors.DataError(
+        f"split {split!r} of task {loaded.task.name!r} (data.source={config.data.source!r}, "
+        f"data.path={config.data.path!r}) has no examples")
   return loaded.task, loaded.examples
 
 
 def _load_students(path: str, step: str | int):
   if not os.path.isdir(path):
-    raise FileNotFoundError(f"--checkpoint={path} is not a directory (expected a train.py --workdir)")
+    raise errors.MissingFileError(
+        f"--checkpoint={path} is not a directory (expected a train.py --workdir)")
   try:
     return checkpoints.load_students(path, step=step)
-  except (FileNotFoundError, checkpoints.CheckpointMismatchError):
+  except (errors.UserError, FileNotFoundError):
     raise  # these already name the file / key at fault
   except Exception as e:  # orbax / JSON errors on a corrupt checkpoint do not name the run
-    raise RuntimeError(f"cannot load the students from checkpoint {path} (step {step}): "
-                       f"{type(e).__name__}: {e}") from e
+    raise errors.CorruptFileError(
+        f"cannot load the students from checkpoint {path} (step {step}): "
+        f"{type(e).__name__}: {e}") from e
+
+
+def student_eval_config(checkpoint_config, config, task: str | None):
+  """The config students are evaluated with: the checkpoint's, with `eval.*` and `data.*` from
+  `config` when given. A `config` of another task than the checkpoint's is refused unless `task`
+  names that task explicitly (evaluation on another task on purpose)."""
+  trained_on = checkpoint_config.task
+  if task is not None and task != trained_on and config is None:
+    raise app.UsageError(f"--task={task} differs from the checkpoint's task {trained_on!r}: pass "
+                         f"--config with the data settings of {task!r}")
+  wanted = task or trained_on
+  if config is None:
+    return checkpoint_config
+  if config.task != wanted:
+    raise errors.RunMismatchError(
+        f"--config is for task {config.task!r} but "
+        + (f"--task is {task!r}" if task else f"the checkpoint was trained on {trained_on!r}")
+        + ": pass a config of that task"
+        + ("" if task else f", or --task={config.task} to evaluate on {config.task!r} on purpose"))
+  merged = ml_collections.ConfigDict(checkpoint_config.to_dict())
+  merged.task = wanted
+  merged.seed = config.seed
+  merged.data = ml_collections.ConfigDict(config.data.to_dict())
+  merged.eval = ml_collections.ConfigDict(config.eval.to_dict())
+  return merged
+
+
+def check_not_overwriting(out_dir: str, metrics: dict) -> None:
+  """Refuses to replace an evaluation of something else (OUTPUT_IDENTITY) in `out_dir`."""
+  path = os.path.join(out_dir, "metrics.json")
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    try:
+      old = json.load(f)
+    except json.JSONDecodeError:
+      return  # never completed (the writes are atomic, so this is a hand-made file): replace it
+  changed = [k for k in OUTPUT_IDENTITY if old.get(k) != metrics.get(k)]
+  if changed:
+    raise errors.RunMismatchError(
+        f"{out_dir} holds an evaluation with another {', '.join(changed)}: pass another --name "
+        "to keep both")
+
+
+# What an output directory's metrics.json must share with a new evaluation for the new one to
+# replace it (a rerun); anything else is another evaluation and gets its own --name.
+OUTPUT_IDENTITY = ("name", "objective", "task", "split", "checkpoint", "step", "teacher",
+                   "prompt_style", "eval")
+
+
+def _evaluate_teacher(config, split: str, name: str):
+  if config is None:
+    raise app.UsageError("--teacher needs --config (the teacher section to evaluate)")
+  if not _RESULTS_DIR.value:
+    raise app.UsageError("--teacher needs --results_dir")
+  task, examples = _load_examples(config, split)
+  teacher = make_teacher(config.teacher, seed=config.seed)
+  identity = {"objective": f"teacher:{config.teacher.backend}", "teacher": teacher.name,
+              "prompt_style": config.teacher.prompt_style if _TEACHER_COT.value else "zero_shot"}
+  out_dir = os.path.join(_RESULTS_DIR.value, "eval", task.name, split, name)
+
+  def run():
+    return evaluate_teacher(teacher, examples, task, config.teacher, seed=config.seed,
+                            progress=_FLAGS.progress.value, chain_of_thought=_TEACHER_COT.value,
+                            max_examples=config.eval.max_examples)
+
+  return task, identity, out_dir, _RESULTS_DIR.value, config, run
+
+
+def _evaluate_students(config, split: str | None, name: str | None):
+  checkpoint = os.path.abspath(_CHECKPOINT.value)
+  loaded = _load_students(checkpoint, _parse_step(_STEP.value))
+  config = student_eval_config(loaded.config, config, _TASK.value)
+  split = split or config.data.eval_split
+  name = name or os.path.basename(checkpoint)
+  task, examples = _load_examples(config, split)
+  if task.name == loaded.config.task and split != config.data.train_split:
+    # A held-out score only if no question of the split was trained on.
+    load_splits(config, [config.data.train_split, split])
+  identity = {"objective": loaded.config.objective.name, "checkpoint": checkpoint,
+              "step": loaded.step}
+  out_dir = os.path.join(checkpoint, "eval", task.name, split, name)
+
+  def run():
+    logging.info("evaluating %s (objective %s, step %d, trained on %s) on %s/%s: %d examples",
+                 checkpoint, identity["objective"], loaded.step, loaded.config.task, task.name,
+                 split, len(examples))
+    return evaluation.evaluate_split(
+        loaded.model, loaded.params, loaded.tokenizer, loaded.config.objective, examples,
+        config.eval, answer_type=task.answer_type, seed=config.seed,
+        progress=_FLAGS.progress.value, parse_answer=task.parse_answer)
+
+  results_dir = _RESULTS_DIR.value or os.path.dirname(checkpoint)
+  return task, identity, out_dir, results_dir, config, run, split, name
 
 
 def main(argv):
@@ -95,51 +198,29 @@ def main(argv):
   if _TEACHER.value == bool(_CHECKPOINT.value):
     raise app.UsageError("pass exactly one of --checkpoint DIR or --teacher")
   config = _FLAGS.config.value
+  if config is not None:
+    config_lib.check(config)
   if _TEACHER.value:
-    if config is None:
-      raise app.UsageError("--teacher needs --config (the teacher section to evaluate)")
-    if not _RESULTS_DIR.value:
-      raise app.UsageError("--teacher needs --results_dir")
+    if _TASK.value:
+      raise app.UsageError("--task is for --checkpoint; the teacher is evaluated on --config's task")
     name = _NAME.value or "teacher"
-    split = _SPLIT.value or config.data.eval_split
-    task, examples = _load_examples(config, split)
-    teacher = make_teacher(config.teacher, seed=config.seed)
-    result = evaluate_teacher(teacher, examples, task, config.teacher, seed=config.seed,
-                                         progress=_FLAGS.progress.value,
-                                         chain_of_thought=_TEACHER_COT.value,
-                                         max_examples=config.eval.max_examples)
-    objective = f"teacher:{config.teacher.backend}"
-    out_dir = os.path.join(_RESULTS_DIR.value, name, "eval", split)
-    results_dir = _RESULTS_DIR.value
-    extra = {"teacher": teacher.name,
-             "prompt_style": config.teacher.prompt_style if _TEACHER_COT.value else "zero_shot"}
+    split = _SPLIT.value or (config.data.eval_split if config is not None else None)
+    task, identity, out_dir, results_dir, config, run = _evaluate_teacher(config, split, name)
   else:
-    checkpoint = os.path.abspath(_CHECKPOINT.value)
-    loaded = _load_students(checkpoint, _parse_step(_STEP.value))
-    config = config if config is not None else loaded.config
-    name = _NAME.value or os.path.basename(checkpoint)
-    split = _SPLIT.value or config.data.eval_split
-    task, examples = _load_examples(config, split)
-    objective = loaded.config.objective.name  # what the students were trained for
-    logging.info("evaluating %s (objective %s, step %d) on %s/%s: %d examples", checkpoint,
-                 objective, loaded.step, task.name, split, len(examples))
-    result = evaluation.evaluate_split(
-        loaded.model, loaded.params, loaded.tokenizer, loaded.config.objective, examples,
-        config.eval, answer_type=task.answer_type, seed=config.seed, progress=_FLAGS.progress.value,
-        parse_answer=task.parse_answer)
-    out_dir = os.path.join(checkpoint, "eval", split)
-    results_dir = _RESULTS_DIR.value or os.path.dirname(checkpoint)
-    extra = {"checkpoint": checkpoint, "step": loaded.step}
-
-  metrics = {"name": name, "objective": objective, "task": task.name, "split": split,
-             **result.metrics(), **extra, "eval": config.eval.to_dict()}
+    task, identity, out_dir, results_dir, config, run, split, name = _evaluate_students(
+        config, _SPLIT.value, _NAME.value)
+  base = {"name": name, **identity, "task": task.name, "split": split,
+          "eval": config.eval.to_dict()}
+  check_not_overwriting(out_dir, base)
+  result = run()
+  metrics = {**base, **result.metrics()}
   reporting.write_jsonl(os.path.join(out_dir, "predictions.jsonl"), result.predictions)
   reporting.write_json(os.path.join(out_dir, "metrics.json"), metrics)
   logging.info("%s: accuracy %.4f [%.4f, %.4f] on %d examples; predictions in %s", name,
                result.accuracy, result.ci_low, result.ci_high, result.num_examples, out_dir)
-  reporting.record_result(results_dir, reporting.results_row(name, objective, split,
-                                                             result.metrics(), task=task.name,
-                                                             **extra))
+  reporting.record_result(results_dir, reporting.results_row(
+      name, identity["objective"], task.name, split, result.metrics(), **{
+          k: v for k, v in identity.items() if k != "objective"}))
 
 
 if __name__ == "__main__":

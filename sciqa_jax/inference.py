@@ -280,13 +280,15 @@ class Runner:
     self.params = {name: self.placement.put_params(p) for name, p in params.items()}
 
   def encode(self, texts: Sequence[str]) -> list[list[int]]:
-    rows, truncated, longest = tokenize(self.tokenizer, texts, self.max_input_length,
-                                       special_tokens=self.special_tokens)
-    if truncated and self.overflow == "error":
-      index = max(range(len(texts)), key=lambda i: len(rows[i]))
-      raise InputTooLongError(f"{index} has {longest} tokens, more than the limit of "
-                              f"{self.max_input_length}")
-    return rows
+    tokenized = tokenize(self.tokenizer, texts, self.max_input_length,
+                         special_tokens=self.special_tokens)
+    if tokenized.truncated and self.overflow == "error":
+      index = max(range(len(texts)), key=lambda i: tokenized.lengths[i])
+      raise InputTooLongError(
+          f"input {index} of this batch has {tokenized.longest} tokens, more than the limit of "
+          f"{self.max_input_length} ({tokenized.truncated} of {len(texts)} inputs are too long; "
+          f"it begins {texts[index][:60]!r})")
+    return tokenized.rows
 
   def generate(self, name: str, texts: Sequence[str], rng: jax.Array, *, max_new_tokens: int,
                method: str = "greedy", num_samples: int = 1, temperature: float = 1.0,
@@ -324,7 +326,7 @@ class Runner:
     run = self.placement.compile(_score_kernel(self.model))
     encoded_inputs = self.encode(inputs)
     encoded_candidates = iter(tokenize(
-        self.tokenizer, [c for group in candidates for c in group], self.max_target_length)[0])
+        self.tokenizer, [c for group in candidates for c in group], self.max_target_length).rows)
     sums, counts = [], []
     for start in range(0, len(inputs), self.batch_rows):
       rows = encoded_inputs[start:start + self.batch_rows]

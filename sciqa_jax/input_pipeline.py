@@ -29,7 +29,8 @@ Design:
     i % process_count) and each host batches `global_batch // process_count` of its own rows; the
     trainer assembles the global array from the per-host pieces.
 
-Sequence conventions (T5): inputs and labels end with EOS (truncation keeps the EOS);
+Sequence conventions (T5): inputs and labels end with EOS (truncation keeps the EOS, and a text
+holding a rationale loses the rationale's middle: `tokenizer.tokenize`);
 `decoder_input_ids` are the labels shifted right with decoder start token 0; padding is 0 and is
 masked by `attention_mask` / `decoder_attention_mask`.
 """
@@ -38,11 +39,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from sciqa_jax import cache as cache_lib
+from sciqa_jax import errors
 from sciqa_jax import tokenizer as tokenizer_lib
 from sciqa_jax.data.example import Example
 from sciqa_jax.data.registry import load_examples
@@ -53,20 +56,71 @@ DECODER_START_TOKEN_ID = 0
 Batch = dict[str, dict[str, np.ndarray]]
 
 
+# `auto` lengths and suggested lengths cover this share of a stream's rows untruncated.
+AUTO_LENGTH_COVERAGE = 0.99
+AUTO = "auto"
+_UNLIMITED = 1 << 30
+
+
+def covering_length(lengths: Sequence[int], coverage: float = AUTO_LENGTH_COVERAGE) -> int:
+  """The smallest multiple of 8 that holds `coverage` of `lengths` (at least 8)."""
+  if not len(lengths):
+    return 8
+  ordered = np.sort(np.asarray(lengths))
+  needed = int(ordered[max(0, int(np.ceil(coverage * len(ordered))) - 1)])
+  return max(8, -(-needed // 8) * 8)
+
+
 @dataclasses.dataclass(frozen=True)
 class TruncationStats:
-  """How many rows of one stream lost tokens to the fixed lengths."""
+  """How many rows of one stream lost tokens to its lengths, and what length would fit them."""
 
   rows: int
+  max_input_length: int
+  max_target_length: int
   truncated_inputs: int
   truncated_targets: int
   max_input_tokens: int  # longest untruncated input, to help pick max_input_length
   max_target_tokens: int
+  suggested_input_length: int  # covering_length of the inputs
+  suggested_target_length: int
+  auto_input: bool = False  # max_input_length was "auto" (then 1% truncation is by design)
+  auto_target: bool = False
+
+  @classmethod
+  def from_tokenized(cls, inputs: tokenizer_lib.Tokenized, targets: tokenizer_lib.Tokenized, *,
+                     auto_input: bool = False, auto_target: bool = False) -> "TruncationStats":
+    return cls(len(inputs.lengths), inputs.max_length, targets.max_length, inputs.truncated,
+               targets.truncated, inputs.longest, targets.longest,
+               covering_length(inputs.lengths), covering_length(targets.lengths),
+               auto_input, auto_target)
 
   def describe(self, stream: str) -> str:
-    return (f"stream {stream!r}: {self.rows} rows, {self.truncated_inputs} inputs truncated "
-            f"(longest {self.max_input_tokens} tokens), {self.truncated_targets} targets truncated "
-            f"(longest {self.max_target_tokens} tokens)")
+    def limit(length: int, auto: bool) -> str:
+      return f"{AUTO} = {length}" if auto else str(length)
+
+    return (f"stream {stream!r}: {self.rows} rows; inputs up to "
+            f"{limit(self.max_input_length, self.auto_input)} tokens, {self.truncated_inputs} "
+            f"truncated (longest {self.max_input_tokens}); targets up to "
+            f"{limit(self.max_target_length, self.auto_target)} tokens, "
+            f"{self.truncated_targets} truncated (longest {self.max_target_tokens})")
+
+  def warnings(self, stream: str) -> list[str]:
+    """One actionable line per side (input, target) of the stream that lost tokens."""
+    out = []
+    for side, count, limit, suggested, auto in (
+        ("inputs", self.truncated_inputs, self.max_input_length, self.suggested_input_length,
+         self.auto_input),
+        ("targets", self.truncated_targets, self.max_target_length,
+         self.suggested_target_length, self.auto_target)):
+      if count and not auto:
+        key = "train.max_input_length" if side == "inputs" else "train.max_target_length"
+        out.append(
+            f"stream {stream!r}: {count} of {self.rows} {side} ({100 * count / self.rows:.1f}%) "
+            f"are longer than {key}={limit} and lose tokens (a rationale loses its middle); "
+            f"{key}={suggested} would hold {AUTO_LENGTH_COVERAGE:.0%} of them untruncated "
+            f"(or set it to {AUTO!r})")
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,14 +166,41 @@ def training_examples(records: Iterable, objective: Objective) -> list[tuple[Exa
   return pairs
 
 
+# The cache's settings that must equal the training config's: the task and which data it read.
+# (Validation reads the task from the training config, so a cache of another task or data source
+# would train on one dataset and select checkpoints on another.)
+CACHE_KEYS_MATCHING_TRAINING = ("task", "data.source", "data.path")
+
+
+def check_cache_matches(config) -> None:
+  """Refuses a cache written for another task or data source than `config`'s, naming both."""
+  written = cache_lib.read_manifest(config.cache_dir).get("config", {})
+  differences = []
+  for key in CACHE_KEYS_MATCHING_TRAINING:
+    if key not in written:
+      continue  # not recorded (a cache written by CacheWriter directly, e.g. in tests)
+    node = config
+    for part in key.split("."):
+      node = node[part]
+    if written[key] != node:
+      differences.append(f"{key}: cache {written[key]!r}, config {node!r}")
+  if differences:
+    raise errors.RunMismatchError(
+        f"the rationale cache {config.cache_dir} was written for other data than this config's "
+        f"({'; '.join(differences)}): pass the config that generated it, or another "
+        "--config.cache_dir")
+
+
 def training_pairs(config, objective: Objective) -> list[tuple[Example, str | None]]:
   """(example, rationale) rows of a run: the cache's train split (answer_only without a cache
   reads the task's train split directly)."""
   split = config.data.train_split
   if config.cache_dir:
+    check_cache_matches(config)
     if not os.path.isdir(os.path.join(config.cache_dir, split)):
-      raise FileNotFoundError(f"{config.cache_dir}/{split} not found: run generate.py with this "
-                              "config first (config.cache_dir)")
+      raise errors.MissingFileError(
+          f"{config.cache_dir}/{split} not found: the cache has no {split!r} split; run "
+          f"generate.py with --config.teacher.splits including {split!r}")
     records = cache_lib.read_records(config.cache_dir, split)
   elif not objective.uses_rationales:
     records = load_examples(config, split).examples
@@ -149,30 +230,34 @@ def text_pairs(pairs: Sequence[tuple[Example, str | None]], objective: Objective
 
 
 def encode_texts(tokenizer, texts: Sequence[str],
-                 max_length: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-  """Token ids [N, L] (`tokenizer.tokenize`'s students' layout, 0-padded), lengths, the number
-  of rows truncated and the longest untruncated length.
+                 max_length: int | str) -> tuple[np.ndarray, np.ndarray, tokenizer_lib.Tokenized]:
+  """Token ids [N, L] (`tokenizer.tokenize`'s students' layout, 0-padded), the rows' lengths
+  and the tokenisation (untruncated lengths).
 
   `max_length` is a cap: L is the longest row rounded up to a multiple of 8, at most `max_length`.
   The rows are tokenised once for the whole run, so L is fixed and jit compiles once per stream,
   while short streams (answers of a few tokens) do not pay for the longest stream's padding.
+  "auto" caps at the texts' `covering_length`: 99% of them fit untruncated.
   """
-  rows, truncated, longest = tokenizer_lib.tokenize(tokenizer, texts, max_length)
+  if max_length == AUTO:
+    untruncated = tokenizer_lib.tokenize(tokenizer, texts, _UNLIMITED)
+    max_length = covering_length(untruncated.lengths)
+  tokenized = tokenizer_lib.tokenize(tokenizer, texts, max_length)
+  rows = tokenized.rows
   width = min(max_length, -(-max((len(row) for row in rows), default=2) // 8) * 8)
   ids = np.zeros((len(rows), width), np.int32)
   lengths = np.array([len(row) for row in rows], np.int32)
   for i, row in enumerate(rows):
     ids[i, :len(row)] = row
-  return ids, lengths, truncated, longest
+  return ids, lengths, tokenized
 
 
-def tokenize_stream(tokenizer, inputs: list[str], targets: list[str], *, max_input_length: int,
-                    max_target_length: int) -> tuple[dict[str, np.ndarray], TruncationStats]:
+def tokenize_stream(tokenizer, inputs: list[str], targets: list[str], *,
+                    max_input_length: int | str, max_target_length: int | str
+                    ) -> tuple[dict[str, np.ndarray], TruncationStats]:
   """Fixed-shape int32 features of one stream (see the module docstring for conventions)."""
-  input_ids, input_lengths, trunc_in, longest_in = encode_texts(
-      tokenizer, inputs, max_input_length)
-  labels, label_lengths, trunc_tgt, longest_tgt = encode_texts(
-      tokenizer, targets, max_target_length)
+  input_ids, input_lengths, tokenized_inputs = encode_texts(tokenizer, inputs, max_input_length)
+  labels, label_lengths, tokenized_targets = encode_texts(tokenizer, targets, max_target_length)
   positions_in = np.arange(input_ids.shape[1])[None, :]
   positions_tgt = np.arange(labels.shape[1])[None, :]
   decoder_input_ids = np.full_like(labels, DECODER_START_TOKEN_ID)
@@ -184,12 +269,13 @@ def tokenize_stream(tokenizer, inputs: list[str], targets: list[str], *, max_inp
       "labels": labels,
       "decoder_attention_mask": (positions_tgt < label_lengths[:, None]).astype(np.int32),
   }
-  stats = TruncationStats(len(inputs), trunc_in, trunc_tgt, longest_in, longest_tgt)
-  return features, stats
+  return features, TruncationStats.from_tokenized(
+      tokenized_inputs, tokenized_targets, auto_input=max_input_length == AUTO,
+      auto_target=max_target_length == AUTO)
 
 
 def tokenize_rows(pairs: Sequence[tuple[Example, str | None]], objective: Objective, tokenizer, *,
-                  max_input_length: int, max_target_length: int,
+                  max_input_length: int | str, max_target_length: int | str,
                   streams: Sequence[str] | None = None) -> TokenizedRows:
   """Every training row of the objective's streams (or of `streams`), tokenised and padded."""
   arrays, stats = {}, {}
@@ -334,21 +420,32 @@ def prepare_tokenizer(model_config, workdir: str, texts: Sequence[str], *, is_wr
 
   `model.tokenizer == "train"` trains a SentencePiece tokenizer deterministically on `texts`;
   otherwise the hub id or directory in `model.tokenizer` (or, if empty, `model.pretrained`) is
-  loaded and copied. Only the writer process (process 0) writes; call it there first and on the
-  other processes after a barrier.
+  loaded and copied. The directory is written under a temporary name and renamed when complete,
+  so a run killed while writing it leaves nothing a rerun would trust. Only the writer process
+  (process 0) writes; call it there first and on the other processes after a barrier.
   """
   out_dir = os.path.join(workdir, "tokenizer")
   if os.path.isdir(out_dir) and os.listdir(out_dir):
-    return tokenizer_lib.load_tokenizer(out_dir)
+    try:
+      return tokenizer_lib.load_tokenizer(out_dir)
+    except OSError as e:
+      raise errors.CorruptFileError(
+          f"the run's tokenizer {out_dir} cannot be loaded ({e}); it is incomplete or damaged: "
+          "delete that directory and rerun (train.py rebuilds it from the same data)") from None
   if not is_writer:
-    raise FileNotFoundError(f"{out_dir} is missing: process 0 must prepare the tokenizer first")
+    raise errors.MissingFileError(
+        f"{out_dir} is missing: process 0 must prepare the tokenizer first")
   source = model_config.tokenizer or model_config.pretrained
   if not source:
-    raise ValueError("config.model.tokenizer is empty and there is no model.pretrained to take the "
-                     "tokenizer from: set model.tokenizer to 'train', a hub id or a directory")
+    raise errors.ConfigError(
+        "model.tokenizer is empty and there is no model.pretrained to take the tokenizer from: "
+        "set model.tokenizer to 'train', a hub id or a directory")
+  partial = out_dir + ".partial"
+  shutil.rmtree(partial, ignore_errors=True)  # left by a run killed while writing
   if source == "train":
-    return tokenizer_lib.train_sentencepiece_tokenizer(
-        list(texts), out_dir, vocab_size=model_config.tokenizer_vocab_size)
-  tokenizer = tokenizer_lib.load_tokenizer(source)
-  tokenizer.save_pretrained(out_dir)
-  return tokenizer
+    tokenizer_lib.train_sentencepiece_tokenizer(list(texts), partial,
+                                                vocab_size=model_config.tokenizer_vocab_size)
+  else:
+    tokenizer_lib.load_tokenizer(source).save_pretrained(partial)
+  os.replace(partial, out_dir)
+  return tokenizer_lib.load_tokenizer(out_dir)

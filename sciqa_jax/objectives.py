@@ -4,6 +4,8 @@ Every objective is a set of *streams*: an (input text -> target text) mapping th
 trained on with a weight in the loss. Training turns each stream into a padded sub-batch keyed by
 the stream's name; the loss is `sum(weight * token_cross_entropy(params[student], sub_batch))`.
 Evaluation reads the same definitions, so a student is always scored on the layout it learnt.
+Every text that holds a rationale marks it (`formatting.ElidableText`), so that a text too long for
+its limit loses the rationale's middle, never its conclusion or what follows it.
 
   two_stage      Sci-CoT (Ma et al. 2023). Stage 1 `question -> rationale`, stage 2
                  `question + rationale -> answer`; two students by default, or one shared
@@ -19,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 from sciqa_jax.data.example import Example
-from sciqa_jax.data.formatting import format_answer, format_question
+from sciqa_jax.data.formatting import ElidableText, format_answer, format_question
 
 TWO_STAGE = "two_stage"
 FINE_TUNE_COT = "fine_tune_cot"
@@ -107,19 +109,27 @@ class Objective:
     return self._prefix(RATIONALE) + format_question(example)
 
   def answer_input(self, example: Example, rationale: str | None = None) -> str:
-    """Input of the answer stream: with the rationale for two_stage, without it otherwise."""
+    """Input of the answer stream: with the rationale (last, elidable) for two_stage, without it
+    otherwise."""
     text = self._prefix(ANSWER) + format_question(example)
     if self.name == TWO_STAGE:
       if rationale is None:
         raise ValueError("two_stage answer inputs need a rationale")
-      text += f"\nRationale: {rationale}"
+      text += "\nRationale: "
+      return ElidableText(text + rationale, len(text), len(text) + len(rationale))
     return text
 
   def cot_input(self, example: Example) -> str:
     return format_question(example)
 
   def cot_target(self, example: Example, rationale: str) -> str:
-    return f"{rationale}{COT_SEPARATOR}{format_answer(example)}"
+    """`rationale --> answer`; the rationale is elidable, so the answer survives truncation."""
+    return ElidableText(f"{rationale}{COT_SEPARATOR}{format_answer(example)}", 0, len(rationale))
+
+  @staticmethod
+  def rationale_target(rationale: str) -> str:
+    """Target of the rationale stream: the rationale, elidable as a whole."""
+    return ElidableText(rationale, 0, len(rationale))
 
   def training_pairs(self, example: Example, rationale: str | None) -> dict[str, tuple[str, str]]:
     """{stream name: (input text, target text)} for one training example.
@@ -131,11 +141,11 @@ class Objective:
       raise ValueError(f"objective {self.name!r} needs a rationale for example {example.id!r}")
     answer = format_answer(example)
     if self.name == TWO_STAGE:
-      return {RATIONALE: (self.rationale_input(example), rationale),
+      return {RATIONALE: (self.rationale_input(example), self.rationale_target(rationale)),
               ANSWER: (self.answer_input(example, rationale), answer)}
     if self.name == FINE_TUNE_COT:
       return {COT: (self.cot_input(example), self.cot_target(example, rationale))}
     if self.name == STEP_BY_STEP:
       return {ANSWER: (self.answer_input(example), answer),
-              RATIONALE: (self.rationale_input(example), rationale)}
+              RATIONALE: (self.rationale_input(example), self.rationale_target(rationale))}
     return {ANSWER: (self.answer_input(example), answer)}

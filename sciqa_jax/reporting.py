@@ -27,10 +27,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from sciqa_jax import errors
+
 RESULTS_JSONL = "results.jsonl"
 RESULTS_MD = "results.md"
 RESULTS_PNG = "results.png"
-COLUMNS = ("name", "objective", "split", "n", "accuracy", "95% CI")
+COLUMNS = ("name", "objective", "task", "split", "n", "accuracy", "95% CI")
 
 
 def _atomic_write(path: str, write, binary: bool = False) -> None:
@@ -83,20 +85,22 @@ def write_json(path: str, obj: Any) -> None:
   _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n"))
 
 
-def results_row(name: str, objective: str, split: str, metrics: dict[str, Any],
+def results_row(name: str, objective: str, task: str, split: str, metrics: dict[str, Any],
                 **extra: Any) -> dict[str, Any]:
   """A results-table row from `EvalResult.metrics()` (accuracy, ci_low, ci_high, num_examples)."""
-  return {"name": name, "objective": objective, "split": split, "n": int(metrics["num_examples"]),
+  return {"name": name, "objective": objective, "task": task, "split": split,
+          "n": int(metrics["num_examples"]),
           "accuracy": float(metrics["accuracy"]), "ci_low": float(metrics["ci_low"]),
           "ci_high": float(metrics["ci_high"]), **extra}
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-  """`| name | objective | split | n | accuracy | 95% CI |`, accuracies in percent."""
-  lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 3) + "|"]
+  """`| name | objective | task | split | n | accuracy | 95% CI |`, accuracies in percent."""
+  lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * 3) + "|"]
   for row in rows:
     lines.append(
-        f"| {row['name']} | {row['objective']} | {row['split']} | {row['n']} | "
+        f"| {row['name']} | {row['objective']} | {row.get('task', '?')} | {row['split']} | "
+        f"{row['n']} | "
         f"{100 * row['accuracy']:.1f} | [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}] |")
   return "\n".join(lines) + "\n"
 
@@ -126,14 +130,31 @@ def plot_accuracy(rows: Sequence[dict[str, Any]], path: str) -> None:
     plt.close(fig)
 
 
-def record_result(results_dir: str, row: dict[str, Any], *, echo: bool = True) -> list[dict[str, Any]]:
-  """Adds (or replaces, by name and split) a row in `results_dir` and regenerates table + plot.
+# A results row is identified by these; a second evaluation under the same identity replaces the
+# row only if it evaluated the same thing (ROW_DETAILS), i.e. it is a rerun.
+ROW_IDENTITY = ("name", "task", "split")
+ROW_DETAILS = ("objective", "checkpoint", "step", "teacher")
 
-  Returns all rows. With `echo`, prints the Markdown table.
+
+def record_result(results_dir: str, row: dict[str, Any], *, echo: bool = True) -> list[dict[str, Any]]:
+  """Adds a row to `results_dir` (or replaces a rerun's) and regenerates table + plot.
+
+  A row with the name, task and split of an existing one that evaluated something else (another
+  checkpoint, step, objective or teacher) is refused: its results would be lost. Returns all rows.
+  With `echo`, prints the Markdown table.
   """
   path = os.path.join(results_dir, RESULTS_JSONL)
-  rows = [r for r in read_jsonl(path) if (r.get("name"), r.get("split")) != (row["name"],
-                                                                             row["split"])]
+  rows = []
+  for old in read_jsonl(path):
+    if tuple(old.get(k) for k in ROW_IDENTITY) != tuple(row.get(k) for k in ROW_IDENTITY):
+      rows.append(old)
+      continue
+    changed = [k for k in ROW_DETAILS if old.get(k) != row.get(k)]
+    if changed:
+      raise errors.RunMismatchError(
+          f"{path} already has a row {row['name']!r} for {row.get('task')}/{row['split']} that "
+          f"evaluated another {', '.join(changed)} ({', '.join(f'{old.get(k)!r}' for k in changed)}"
+          "): pass another --name, or --results_dir")
   rows.append(row)
   write_jsonl(path, rows)
   table = markdown_table(rows)

@@ -23,11 +23,14 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import sentencepiece as spm
 import transformers
 from sentencepiece import sentencepiece_model_pb2
+
+from sciqa_jax.data.formatting import ElidableText
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 SPIECE_FILE = "spiece.model"
@@ -116,21 +119,68 @@ def train_sentencepiece_tokenizer(texts: Iterable[str], out_dir: str, vocab_size
 SPECIAL_TOKEN_MODES = ("eos", "tokenizer")
 
 
+# Of the tokens of an elidable span that fit, the first third are kept from its start and the
+# rest from its end: a rationale's conclusion (its last sentence) matters more than its opening.
+ELIDE_HEAD_FRACTION = 1 / 3
+
+
+def _span_tokens(offsets: Sequence[tuple[int, int]], span: tuple[int, int]) -> tuple[int, int]:
+  """[first, last) token indices whose characters lie inside `span` (zero-width tokens, i.e.
+  special tokens, never count)."""
+  inside = [i for i, (a, b) in enumerate(offsets) if b > a and a >= span[0] and b <= span[1]]
+  return (inside[0], inside[-1] + 1) if inside else (0, 0)
+
+
+def shorten(row: list[int], budget: int, span_tokens: tuple[int, int] | None) -> list[int]:
+  """`row` cut to `budget` tokens: first from the middle of `span_tokens` (keeping
+  ELIDE_HEAD_FRACTION of what fits from the span's start, the rest from its end), then, if the
+  span alone cannot absorb the excess, from the end of the row."""
+  excess = len(row) - budget
+  if excess <= 0:
+    return row
+  if span_tokens is not None:
+    first, last = span_tokens
+    kept = max(0, (last - first) - excess)
+    head = int(kept * ELIDE_HEAD_FRACTION)
+    row = row[:first + head] + row[last - (kept - head):]
+  return row[:budget]
+
+
+class Tokenized(NamedTuple):
+  """Token rows (each at most `max_length` long) and every text's untruncated length."""
+
+  rows: list[list[int]]
+  lengths: list[int]  # tokens each text would need, special tokens included
+  max_length: int
+
+  @property
+  def truncated(self) -> int:
+    """How many rows lost tokens."""
+    return sum(length > self.max_length for length in self.lengths)
+
+  @property
+  def longest(self) -> int:
+    return max(self.lengths, default=0)
+
+
 def tokenize(tokenizer, texts: Iterable[str], max_length: int, *, special_tokens: str = "eos"
-             ) -> tuple[list[list[int]], int, int]:
+             ) -> Tokenized:
   """Token ids of `texts`, at most `max_length` per row: the one tokenisation of every path that
   runs a model (training rows, evaluation, stage-2 inputs, the T5 teacher).
 
   special_tokens:
-    "eos"        the students' layout: the text's tokens, then EOS; truncation keeps the
-                 beginning and the EOS.
+    "eos"        the students' layout: the text's tokens, then EOS (kept when truncating).
     "tokenizer"  the tokenizer's own special tokens (`add_special_tokens=True`), as the
-                 pretrained model it comes with was trained; truncation keeps the beginning.
+                 pretrained model it comes with was trained.
 
-  Returns (rows, number of rows truncated, longest untruncated length).
+  Truncation (`shorten`): an `ElidableText` loses tokens from the middle of its elidable span
+  (the rationale) first; any other text, or what the span cannot absorb, is cut at the end.
+
+  Returns the rows and the untruncated lengths (`Tokenized`).
   """
   if special_tokens not in SPECIAL_TOKEN_MODES:
     raise ValueError(f"special_tokens={special_tokens!r}; expected one of {SPECIAL_TOKEN_MODES}")
+  texts = list(texts)
   append_eos = special_tokens == "eos"
   if max_length < 1 + append_eos:
     raise ValueError(f"sequence length {max_length} is too short (need room for a token and EOS)")
@@ -138,13 +188,19 @@ def tokenize(tokenizer, texts: Iterable[str], max_length: int, *, special_tokens
   if append_eos and eos is None:
     raise ValueError(f"tokenizer {type(tokenizer).__name__} has no EOS token; T5 needs one")
   # One batch call through the fast tokenizer, untruncated so that losses can be counted.
-  encoded = tokenizer(list(texts), add_special_tokens=not append_eos)["input_ids"]
+  encoded = tokenizer(texts, add_special_tokens=not append_eos)["input_ids"]
   tail = [eos] if append_eos else []
-  rows, truncated, longest = [], 0, 0
-  for row in encoded:
-    longest = max(longest, len(row) + len(tail))
-    if len(row) + len(tail) > max_length:
-      truncated += 1
-      row = row[:max_length - len(tail)]
+  budget = max_length - len(tail)
+  rows, lengths = [], []
+  for text, row in zip(texts, encoded):
+    lengths.append(len(row) + len(tail))
+    if len(row) > budget:
+      span = None
+      if isinstance(text, ElidableText):
+        # Offsets only for the rows that need them: the batch call above stays the fast path.
+        offsets = tokenizer(str(text), add_special_tokens=not append_eos,
+                            return_offsets_mapping=True)["offset_mapping"]
+        span = _span_tokens(offsets, text.elidable)
+      row = shorten(list(row), budget, span)
     rows.append(list(row) + tail)
-  return rows, truncated, longest
+  return Tokenized(rows, lengths, max_length)

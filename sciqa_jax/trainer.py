@@ -41,6 +41,7 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from sciqa_jax import checkpoints as checkpoints_lib
+from sciqa_jax import config as config_lib
 from sciqa_jax import errors
 from sciqa_jax import evaluation
 from sciqa_jax import inference
@@ -50,7 +51,7 @@ from sciqa_jax import reporting
 from sciqa_jax import sharding
 from sciqa_jax import stage2
 from sciqa_jax import train_step as train_step_lib
-from sciqa_jax.data.registry import get_task, load_examples
+from sciqa_jax.data.registry import Split, check_disjoint, get_task, load_examples
 from sciqa_jax.models import init_students, save_pretrained
 from sciqa_jax.objectives import Objective
 
@@ -66,8 +67,9 @@ def _barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def _validation_split(config):
-  """The eval split's examples, or None (with a warning) when validation cannot run."""
+def _validation_split(config, training_examples):
+  """The eval split's examples, or None (with a warning) when validation cannot run. Checked
+  disjoint from the examples training reads: a leaked question would select checkpoints on it."""
   if not config.train.validate:
     return None
   task = get_task(config.task)
@@ -75,7 +77,10 @@ def _validation_split(config):
     log.warning("validation disabled: task %s has no split %r (its splits: %s)", task.name,
                 config.data.eval_split, ", ".join(task.splits))
     return None
-  return load_examples(config, config.data.eval_split)
+  validation = load_examples(config, config.data.eval_split)
+  trained_on = Split(task, config.data.train_split, training_examples, validation.report)
+  check_disjoint(config, trained_on, validation)
+  return validation
 
 
 def _host_params(params):
@@ -115,7 +120,8 @@ class _Run:
     self.state, self.shardings = sharding.init_sharded_state(
         lambda p: train_step_lib.create_train_state(p, self.optimizer, rng), init,
         mesh=self.mesh, parallelism=config.train.parallelism)
-    self.validation = _validation_split(config)
+    self.validation = _validation_split(
+        config, list({e.id: e for e, _ in self.teacher_pairs}.values()))
     self.writer = reporting.MetricWriter(self.workdir, self.is_writer,
                                          resume_step=self.resumed_from)
     self.peak = reporting.device_peak_flops(jax.devices()[0])
@@ -128,6 +134,9 @@ class _Run:
     self.truncation: dict[str, str] = {}
     self.loss = self.tokens_per_sec = self.mfu = None
     self.compilations = 0
+    # Step metrics fetched since the last metrics row, restored from a checkpoint saved between
+    # two rows: the next row then averages the same steps as in an uninterrupted run.
+    self.open_interval: list[dict] = []
 
   def _tokenizer(self):
     texts = input_pipeline.tokenizer_training_texts(self.teacher_pairs, self.objective)
@@ -153,6 +162,7 @@ class _Run:
     restored = self.checkpointer.restore(step, self.state, self.shardings,
                                          config=self.config_dict)
     self.state = restored.state
+    self.open_interval = _metrics_from_json(restored.meta.get("open_interval", []))
     return step, restored.meta["phase_index"]
 
   def runner(self, max_input_length: int, max_target_length: int) -> inference.Runner:
@@ -169,7 +179,10 @@ class _Run:
       pairs = self.teacher_pairs
       c = self.config
       if phase.rows == phases_lib.STUDENT_ROWS:
-        runner = self.runner(c.train.max_input_length, c.train.max_target_length)
+        # Stage-1 inputs are padded per batch (the ladder); an "auto" cap defers to evaluation's.
+        cap = c.train.max_input_length
+        runner = self.runner(c.eval.max_input_length if cap == input_pipeline.AUTO else cap,
+                             c.eval.max_rationale_length)
         pairs = stage2.answer_phase_pairs(c, self.workdir, runner, self.objective, pairs,
                                           self.is_writer)
       rows = input_pipeline.tokenize_rows(
@@ -179,6 +192,8 @@ class _Run:
       for name, stats in rows.stats.items():
         self.truncation[f"{phase.rows}/{name}"] = stats.describe(name)
         log.info("%s rows, %s", phase.rows, stats.describe(name))
+        for warning in stats.warnings(name):
+          log.warning("%s rows, %s", phase.rows, warning)
       self.batches[phase.rows] = input_pipeline.Batches(
           rows, global_batch_size=c.train.batch_size,
           seed=c.seed + (phase.rows == phases_lib.STUDENT_ROWS),
@@ -224,7 +239,8 @@ def _run_phase(run: _Run, phase: phases_lib.Phase, index: int, global_step: int)
       {name: (batches.rows.arrays[name]["input_ids"].shape[1],
               batches.rows.arrays[name]["labels"].shape[1]) for name in phase.stream_names})
   meta = dict(run.meta, phase=phase.name, phase_index=index)
-  pending, interval = [], []  # (step, device metrics) not yet fetched; fetched since last log
+  pending = []  # (step, device metrics) not yet fetched
+  interval, run.open_interval = run.open_interval, []  # fetched since the last metrics row
   timer = reporting.Throughput()
   while global_step < phase.end:
     k = phases_lib.batch_index(global_step, phase, run.phases)
@@ -259,9 +275,20 @@ def _run_phase(run: _Run, phase: phases_lib.Phase, index: int, global_step: int)
       run.writer.write(global_step, "validation", {"accuracy": val_accuracy})
       run.bar.set_postfix(loss=f"{run.loss:.4f}", val_acc=f"{val_accuracy:.3f}")
     if do_save:
-      run.checkpointer.save(global_step, run.state, meta=meta, val_accuracy=val_accuracy)
+      run.checkpointer.save(global_step, run.state, val_accuracy=val_accuracy,
+                            meta=dict(meta, open_interval=_metrics_to_json(interval)))
   run.compilations += step_fn._cache_size()  # pylint: disable=protected-access
   return global_step
+
+
+def _metrics_to_json(interval: list[dict]) -> list[dict]:
+  """Step metrics as JSON, with their dtypes, so a restored mean is computed exactly as before."""
+  return [{k: [np.asarray(v).dtype.str, np.asarray(v).item()] for k, v in m.items()}
+          for m in interval]
+
+
+def _metrics_from_json(rows: list[dict]) -> list[dict]:
+  return [{k: np.asarray(v, dtype=dtype) for k, (dtype, v) in m.items()} for m in rows]
 
 
 def _fetch_finite(pending, phase: phases_lib.Phase, checkpointer) -> list[dict]:
@@ -278,6 +305,7 @@ def _fetch_finite(pending, phase: phases_lib.Phase, checkpointer) -> list[dict]:
 
 def train(config, workdir: str, *, progress: bool = True) -> reporting.TrainSummary:
   """Runs (or resumes) training as configured; returns the summary train.py prints."""
+  config_lib.check(config)
   run = _Run(config, workdir, progress=progress)
   try:
     global_step, phase_index = (0, 0) if run.resumed_from is None else run.restore()

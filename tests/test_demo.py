@@ -45,7 +45,8 @@ def test_fast_demo_end_to_end(tmp_path):
 
   for run in ("two_stage", "answer_only"):
     assert any((workdir / run / "checkpoints").iterdir()), f"no checkpoint in {run}"
-    predictions = (workdir / run / "eval" / "test" / "predictions.jsonl").read_text().splitlines()
+    out = workdir / run / "eval" / config.task / "test" / run
+    predictions = (out / "predictions.jsonl").read_text().splitlines()
     assert len(predictions) == num_test
     ids = {json.loads(line)["id"] for line in predictions}
     assert len(ids) == num_test
@@ -53,6 +54,22 @@ def test_fast_demo_end_to_end(tmp_path):
   assert (workdir / "two_stage" / "export" / "answer" / "config.json").exists()
 
   table = (workdir / "results.md").read_text()
-  for name in ("teacher", "answer_only", "two_stage"):
-    assert name in table
+  for name, objective in (("teacher", "teacher:template"), ("answer_only", "answer_only"),
+                          ("two_stage", "two_stage")):
+    assert f"| {name} | {objective} | {config.task} | test |" in table
   assert (workdir / "results.png").stat().st_size > 0
+  assert (workdir / "eval" / config.task / "test" / "teacher" / "metrics.json").exists()
+
+  # A config of another task is refused in one line, naming both tasks; nothing is written.
+  evaluated = workdir / "two_stage" / "eval"
+  before = sorted(str(p) for p in evaluated.rglob("*"))
+  refused = subprocess.run(
+      [sys.executable, "evaluate.py", "--config", "configs/generate_arc_easy.py",
+       "--checkpoint", str(workdir / "two_stage"), "--split", "test"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert refused.returncode == 2, refused.stderr[-2000:]
+  last = refused.stderr.strip().splitlines()[-1]
+  assert last.startswith("evaluate.py: error: --config is for task 'arc_easy'"), last
+  assert "'arc_easy'" in refused.stderr and f"'{config.task}'" in refused.stderr
+  assert "Traceback" not in refused.stderr
+  assert sorted(str(p) for p in evaluated.rglob("*")) == before

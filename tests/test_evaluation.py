@@ -6,16 +6,19 @@ cached per (model, devices, options), and the tests share module-scoped results.
 """
 
 import importlib.util
+import json
 import os
 import pathlib
 
 import jax
 from jax.sharding import NamedSharding
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from absl import app
 
+from sciqa_jax import errors
 from sciqa_jax import evaluation
 from sciqa_jax import inference
 from sciqa_jax import sharding
@@ -431,7 +434,7 @@ def evaluate_script():
 
 def test_unknown_split_lists_valid_ones(evaluate_script):
   config = base_config()
-  with pytest.raises(app.UsageError, match=r"'dev' is not a split.*train, validation, test"):
+  with pytest.raises(errors.ConfigError, match=r"'dev' is not a split.*train, validation, test"):
     evaluate_script._load_examples(config, "dev")
 
 
@@ -444,3 +447,44 @@ def test_corrupt_checkpoint_error_names_path(evaluate_script, tmp_path):
   (run / "checkpoints" / "5" / "garbage").write_bytes(os.urandom(64))
   with pytest.raises(Exception, match=str(run)):
     evaluate_script._load_students(str(run), "best")
+
+
+def test_students_are_evaluated_on_their_own_task_unless_told_otherwise(evaluate_script):
+  trained = base_config()
+  trained.task, trained.data.source, trained.data.path = "arc_easy", "local", "/data/arc"
+  checkpoint_config = ml_collections.ConfigDict(trained.to_dict())
+  # Without --config: the checkpoint's task and data.
+  merged = evaluate_script.student_eval_config(checkpoint_config, None, None)
+  assert (merged.task, merged.data.path) == ("arc_easy", "/data/arc")
+  # A config of another task (the demo's) is refused, naming both tasks and the way out.
+  other = base_config()
+  with pytest.raises(errors.RunMismatchError,
+                     match=r"--config is for task 'science_demo' but the checkpoint was trained "
+                           r"on 'arc_easy'.*--task=science_demo"):
+    evaluate_script.student_eval_config(checkpoint_config, other, None)
+  # On purpose, with --task: that task and the config's data.
+  merged = evaluate_script.student_eval_config(checkpoint_config, other, "science_demo")
+  assert (merged.task, merged.data.source) == ("science_demo", "builtin")
+  assert merged.objective.name == trained.objective.name
+  with pytest.raises(app.UsageError, match="pass --config"):
+    evaluate_script.student_eval_config(checkpoint_config, None, "arc_challenge")
+  # A config of the same task brings its eval settings and data (e.g. a moved data.path).
+  same = base_config()
+  same.task, same.data.source, same.data.path = "arc_easy", "local", "/moved/arc"
+  same.eval.batch_size = 7
+  merged = evaluate_script.student_eval_config(checkpoint_config, same, None)
+  assert (merged.data.path, merged.eval.batch_size) == ("/moved/arc", 7)
+
+
+def test_an_evaluation_never_replaces_another(evaluate_script, tmp_path):
+  metrics = {"name": "two_stage", "objective": "two_stage", "task": "arc_easy", "split": "test",
+             "checkpoint": "/runs/a", "step": 100, "eval": base_config().eval.to_dict()}
+  out = tmp_path / "eval" / "arc_easy" / "test" / "two_stage"
+  evaluate_script.check_not_overwriting(str(out), metrics)  # nothing there yet
+  out.mkdir(parents=True)
+  (out / "metrics.json").write_text(json.dumps(dict(metrics, accuracy=0.5)))
+  evaluate_script.check_not_overwriting(str(out), metrics)  # a rerun replaces its own output
+  for changed in ({"step": 200}, {"checkpoint": "/runs/b"},
+                  {"eval": dict(metrics["eval"], decoding="beam")}):
+    with pytest.raises(errors.RunMismatchError, match="another --name"):
+      evaluate_script.check_not_overwriting(str(out), dict(metrics, **changed))

@@ -75,7 +75,7 @@ def test_fixed_shapes_shift_right_and_masks(rows, tokenizer, pairs):
   # The long rationales were truncated (keeping EOS) and counted; the short ones were not.
   stats = rows.stats[RATIONALE]
   assert stats.truncated_targets == 20 and stats.max_target_tokens > MAX_TGT
-  assert "20 targets truncated" in stats.describe(RATIONALE)
+  assert "targets up to 48 tokens, 20 truncated (longest 49)" in stats.describe(RATIONALE)
   # The untruncated label round-trips to the target text.
   text = tokenizer.decode(rows.arrays[RATIONALE]["labels"][0], skip_special_tokens=True)
   assert text == pairs[0][1]
@@ -85,7 +85,7 @@ def test_streams_zipped_and_subset(rows, pairs, tokenizer):
   # Row i of every stream comes from the same (example, rationale) pair.
   obj = Objective("two_stage")
   answer_inputs = [obj.answer_input(e, r) for e, r in pairs[:4]]
-  ids, _, _, _ = ip.encode_texts(tokenizer, answer_inputs, MAX_IN)
+  ids, _, _ = ip.encode_texts(tokenizer, answer_inputs, MAX_IN)
   np.testing.assert_array_equal(rows.arrays[ANSWER]["input_ids"][:4], ids)
   only = ip.tokenize_rows(pairs, obj, tokenizer, max_input_length=MAX_IN,
                           max_target_length=MAX_TGT, streams=[ANSWER])
@@ -280,3 +280,145 @@ def test_prepare_tokenizer_trains_once_and_reuses(tmp_path, pairs):
   assert again.get_vocab() == tok.get_vocab()
   with pytest.raises(FileNotFoundError, match="process 0"):
     ip.prepare_tokenizer(model, str(tmp_path / "other"), texts, is_writer=False)
+
+
+_KILLED_WHILE_WRITING = """
+import json, os, sys, time
+import transformers
+from sciqa_jax import input_pipeline as ip
+from sciqa_jax.config import base_config
+
+# Pause right after spiece.model is written, where a SIGKILL used to leave tokenizer/ unusable.
+original = transformers.T5Tokenizer.from_pretrained
+def paused(path, *args, **kwargs):
+  open(sys.argv[2], "w").close()
+  time.sleep(600)
+  return original(path, *args, **kwargs)
+transformers.T5Tokenizer.from_pretrained = paused
+model = base_config().model
+model.tokenizer_vocab_size = 150
+ip.prepare_tokenizer(model, sys.argv[1], json.load(open(sys.argv[3])))
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_while_writing_the_tokenizer_leaves_a_workdir_that_resumes(tmp_path, pairs):
+  import json
+  import os
+  import signal
+  import subprocess
+  import sys
+  import time
+
+  from sciqa_jax.config import base_config
+  texts = ip.tokenizer_training_texts(pairs, Objective("two_stage"))
+  (tmp_path / "texts.json").write_text(json.dumps(texts))
+  workdir, ready = tmp_path / "run", tmp_path / "ready"
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.Popen(
+      [sys.executable, "-c", _KILLED_WHILE_WRITING, str(workdir), str(ready),
+       str(tmp_path / "texts.json")], env=dict(os.environ, PYTHONPATH=repo))
+  deadline = time.time() + 120
+  while not ready.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert ready.exists(), "the writer never reached the pause"
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  # Killed mid-write: whatever is on disk is not where a rerun loads the tokenizer from.
+  assert not (workdir / "tokenizer").exists()
+  model = base_config().model
+  model.tokenizer_vocab_size = 150
+  resumed = ip.prepare_tokenizer(model, str(workdir), texts)
+  reference = ip.prepare_tokenizer(model, str(tmp_path / "uninterrupted"), texts)
+  assert resumed.get_vocab() == reference.get_vocab()
+  assert sorted(os.listdir(workdir)) == ["tokenizer"]  # the partial directory was replaced
+
+
+def test_a_damaged_tokenizer_directory_is_named_with_what_to_do(tmp_path):
+  from sciqa_jax import errors
+  from sciqa_jax.config import base_config
+  (tmp_path / "tokenizer").mkdir()
+  (tmp_path / "tokenizer" / "spiece.model").write_bytes(b"not a sentencepiece model")
+  with pytest.raises(errors.CorruptFileError, match=r"tokenizer.*delete that directory"):
+    ip.prepare_tokenizer(base_config().model, str(tmp_path), ["text"])
+
+
+# ---- truncation keeps the conclusion ---------------------------------------------------------
+
+LONG_RATIONALE = ("Rocks are dense. " * 30) + "so the rock is heavier (A)."
+
+
+def _decode(tokenizer, row):
+  return tokenizer.decode(row, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("objective, stream, side", [
+    ("two_stage", ANSWER, "input_ids"),  # stage 2 reads question + rationale
+    ("two_stage", RATIONALE, "labels"),  # stage 1 writes the rationale
+    ("fine_tune_cot", COT, "labels"),  # `rationale --> answer`
+])
+def test_a_long_rationale_loses_its_middle_not_its_conclusion(tokenizer, objective, stream,
+                                                              side):
+  example = _examples(1)[0]
+  pairs = [(example, LONG_RATIONALE)]
+  rows = ip.tokenize_rows(pairs, Objective(objective), tokenizer, max_input_length=64,
+                          max_target_length=40)
+  stats = rows.stats[stream]
+  assert (stats.truncated_inputs if side == "input_ids" else stats.truncated_targets) == 1
+  text = _decode(tokenizer, rows.arrays[stream][side][0])
+  assert text.startswith("Question:" if side == "input_ids" else "Rocks are dense.")
+  assert "so the rock is heavier (A)." in text  # the conclusion, past the limit, survives
+  if stream == COT:
+    assert text.endswith("--> a rock (A)")  # and so does the answer after it
+  assert text.count("Rocks are dense.") < 30  # what went is the middle
+  # The question of a stage-2 input is whole.
+  if side == "input_ids":
+    assert "(A) a rock (B) a feather" in text
+
+
+def test_texts_without_a_rationale_are_cut_at_the_end(tokenizer):
+  example = Example("q", "Which is heavier? " * 40, (("A", "a rock"), ("B", "a feather")), "A")
+  rows = ip.tokenize_rows([(example, "short")], Objective("answer_only"), tokenizer,
+                          max_input_length=24, max_target_length=16)
+  text = _decode(tokenizer, rows.arrays[ANSWER]["input_ids"][0])
+  assert text.startswith("Question: Which is heavier?") and "a feather" not in text
+  assert rows.arrays[ANSWER]["input_ids"][0][23] == tokenizer.eos_token_id
+
+
+def test_truncation_warns_with_the_share_and_a_length_that_fits(tokenizer, pairs):
+  rows = ip.tokenize_rows(pairs, Objective("fine_tune_cot"), tokenizer, max_input_length=MAX_IN,
+                          max_target_length=16)
+  stats = rows.stats[COT]
+  assert stats.truncated_targets == 40 and stats.truncated_inputs == 0
+  (warning,) = stats.warnings(COT)
+  assert "40 of 40 targets (100.0%)" in warning and "train.max_target_length=16" in warning
+  suggested = stats.suggested_target_length
+  assert suggested % 8 == 0 and suggested >= stats.max_target_tokens * 0.99
+  assert f"train.max_target_length={suggested}" in warning
+  # At the suggested length nothing is cut, and nothing is warned about.
+  again = ip.tokenize_rows(pairs, Objective("fine_tune_cot"), tokenizer,
+                           max_input_length=MAX_IN, max_target_length=suggested)
+  assert again.stats[COT].truncated_targets == 0 and again.stats[COT].warnings(COT) == []
+
+
+def test_auto_lengths_hold_99_percent_of_each_stream(tokenizer, pairs):
+  rows = ip.tokenize_rows(pairs, Objective("two_stage"), tokenizer, max_input_length="auto",
+                          max_target_length="auto")
+  for stream in (RATIONALE, ANSWER):
+    stats = rows.stats[stream]
+    assert stats.auto_input and stats.auto_target and stats.warnings(stream) == []
+    assert stats.max_input_length == ip.covering_length(
+        [int(n) for n in (rows.arrays[stream]["attention_mask"].sum(1))]) or \
+        stats.truncated_inputs <= 0.01 * stats.rows
+    assert stats.truncated_inputs <= 0.01 * stats.rows
+    assert stats.truncated_targets <= 0.01 * stats.rows
+    assert "auto = " in stats.describe(stream)
+  # Per stream: stage-2 inputs (question + rationale) get a longer cap than stage-1 inputs.
+  assert rows.stats[ANSWER].max_input_length > rows.stats[RATIONALE].max_input_length
+
+
+def test_covering_length():
+  assert ip.covering_length([]) == 8
+  assert ip.covering_length([3] * 100) == 8
+  assert ip.covering_length([10] * 99 + [500]) == 16  # one outlier in 100 is not covered
+  assert ip.covering_length([10] * 98 + [500] * 2) == 504

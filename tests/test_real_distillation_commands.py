@@ -80,6 +80,6 @@ def test_readme_real_distillation_commands_run_offline(tmp_path):
   _run(["evaluate.py", "--config", train_config, *data, *student, "--checkpoint", str(workdir),
         "--split", "test"], env)
   predictions = [json.loads(line) for line in
-                 (workdir / "eval" / "test" / "predictions.jsonl").read_text().splitlines()]
+                 (workdir / "eval" / "arc_easy" / "test" / workdir.name / "predictions.jsonl").read_text().splitlines()]
   assert sorted(p["id"] for p in predictions) == [f"Test-{i}" for i in range(200, 205)]
   assert all(p["prediction"] in ("A", "B", "C", "D") for p in predictions)

@@ -81,3 +81,34 @@ def test_punctuation_never_fuses_with_numbers(science_tokenizer):
   _, _, tok = science_tokenizer
   assert tok.tokenize("= 5; = 5, = 5.") == ["▁=", "▁5", ";", "▁=", "▁5", ",", "▁=", "▁5", "."]
   assert "▁-10" in tok.tokenize("at -10 °C")  # a minus sign stays with its number
+
+
+def test_shorten_cuts_the_elidable_middle_then_the_end():
+  from sciqa_jax.tokenizer import ELIDE_HEAD_FRACTION, shorten
+  row = list(range(20))  # tokens 5..14 are the elidable span
+  assert shorten(row, 20, (5, 15)) == row
+  # 4 too many: 6 of the span's 10 tokens stay, a third from its start, the rest from its end.
+  kept_head = int(6 * ELIDE_HEAD_FRACTION)
+  assert shorten(row, 16, (5, 15)) == list(range(5 + kept_head)) + \
+      list(range(15 - (6 - kept_head), 20))
+  # More than the span can absorb: the span goes, then the end is cut.
+  assert shorten(row, 8, (5, 15)) == [0, 1, 2, 3, 4, 15, 16, 17]
+  assert shorten(row, 8, None) == list(range(8))
+
+
+def test_an_elidable_text_keeps_its_ends_through_tokenize(trained):
+  from sciqa_jax.data.formatting import ElidableText
+  from sciqa_jax.tokenizer import tokenize
+  _, trained = trained
+  filler = " ".join(["Water boils at one hundred degrees."] * 20)
+  text = "Question: Which state of matter has a fixed shape? " + filler + " So the answer is (A)."
+  start = text.index(filler)
+  elidable = ElidableText(text, start, len(text))
+  plain, cut = tokenize(trained, [text, elidable], 64).rows
+  assert len(plain) == len(cut) == 64 and plain[-1] == cut[-1] == trained.eos_token_id
+  assert not trained.decode(plain, skip_special_tokens=True).endswith("So the answer is (A).")
+  decoded = trained.decode(cut, skip_special_tokens=True)
+  assert decoded.startswith("Question: Which state of matter has a fixed shape? Water")
+  assert decoded.endswith("So the answer is (A).")
+  with pytest.raises(ValueError, match="outside"):
+    ElidableText("abc", 2, 5)

@@ -367,3 +367,54 @@ def test_sigkill_and_resume_matches_uninterrupted_run(cache_dir, tokenizer_dir, 
     manager.close()
   for a, b in zip(jax.tree.leaves(params[0]), jax.tree.leaves(params[1])):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_a_cache_of_another_task_or_data_is_refused(tmp_path):
+  from sciqa_jax import errors
+  from sciqa_jax import input_pipeline
+  from sciqa_jax.objectives import Objective
+  examples = get_task("science_demo").load("train", source="builtin", max_examples=4)
+  records = [RationaleRecord(e, "; ".join(e.solution), e.answer, True, 0, "template",
+                             "zero_shot_cot") for e in examples]
+  cache = str(tmp_path / "cache")
+  writer = CacheWriter(cache, {"task": "arc_challenge", "data.source": "local",
+                               "data.path": "/data/arc"})
+  writer.start_split("train", examples, 1)
+  writer.write_shard("train", 0, records, {"kept": len(records)})
+  writer.finish_split("train")
+  c = tiny_config(cache)
+  c.task, c.data.source, c.data.path = "arc_easy", "local", "/data/arc"
+  with pytest.raises(errors.RunMismatchError, match=r"task: cache 'arc_challenge', config "
+                                                    r"'arc_easy'"):
+    input_pipeline.training_pairs(c, Objective.from_config(c.objective))
+  c.task, c.data.path = "arc_challenge", "/elsewhere"
+  with pytest.raises(errors.RunMismatchError, match=r"data.path: cache '/data/arc'"):
+    trainer.train(c, str(tmp_path / "run"))
+  c.data.path = "/data/arc"
+  assert len(input_pipeline.training_pairs(c, Objective.from_config(c.objective))) == 4
+
+
+@pytest.mark.slow
+def test_metrics_rows_after_a_resume_between_two_rows_equal_the_uninterrupted_run(
+    cache_dir, tokenizer_dir, tmp_path):
+  # Checkpoints at 3 and 6, metrics rows at 4 and 8: a run resumed from step 3 or 6 must average
+  # steps 1-4 and 5-8 into its rows as the uninterrupted run does.
+  c = tiny_config(cache_dir, steps=8, checkpoint_every=3, log_every=4, keep_checkpoints=5)
+  run = workdir_with_tokenizer(tokenizer_dir, tmp_path / "run")
+  trainer.train(c, run)
+  reference = read_metrics(run)
+  assert [r["step"] for r in reference] == [4, 8]
+  timing = {"tokens_per_sec", "steps_per_sec", "mfu", "flops_per_sec"}
+  for resume_from in (3, 6):
+    resumed = tmp_path / f"resumed_{resume_from}"
+    shutil.copytree(run, resumed)
+    for step in (3, 6, 8):
+      if step > resume_from:
+        shutil.rmtree(resumed / "checkpoints" / str(step))
+    summary = trainer.train(c, str(resumed))
+    assert summary.resumed_from == resume_from
+    rows = read_metrics(resumed)
+    assert [r["step"] for r in rows] == [4, 8]
+    for got, want in zip(rows, reference):
+      assert {k: v for k, v in got.items() if k not in timing} == \
+          {k: v for k, v in want.items() if k not in timing}
