@@ -3,7 +3,9 @@
 Loads the task's splits (`teacher.splits`), has the teacher explain every example
 `teacher.num_samples` times, keeps the rationales whose answer is correct (`teacher.keep`) and
 writes them to `config.cache_dir` (sciqa_jax.cache). Rerunning the same command resumes a killed
-run; a different config on the same cache_dir is refused. The work is in sciqa_jax.rationales.
+run, rewrites a damaged shard, and on a complete cache only reads it and prints the summary; a
+different config on the same cache_dir is refused. The summary counts, per split, the questions
+left without a rationale. The work is in sciqa_jax.rationales.
 """
 
 from sciqa_jax import cli
@@ -39,7 +41,7 @@ def main(argv) -> None:
   counts = rationales.build_cache(config, process_index=process_index,
                                   progress=_FLAGS.progress.value)
   if process_index == 0:
-    logging.info("rationale cache written to %s", config.cache_dir)
+    logging.info("rationale cache: %s", config.cache_dir)
     print(rationales.format_summary(counts), flush=True)
 
 

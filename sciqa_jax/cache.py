@@ -13,10 +13,16 @@ Crash safety (a run may be killed with SIGKILL at any instruction):
     final-name file is always complete;
   * the manifest is rewritten the same way (temp + fsync + `os.replace`) after each shard, so it
     is always a valid JSON document describing only complete shards;
-  * on restart, a shard counts as done only if the manifest lists it AND the file's sha256 matches;
-    anything else (a shard renamed but not yet in the manifest, a truncated or edited file) is
-    regenerated and overwritten, and stale `.tmp` files are deleted. A resumed run therefore ends
-    with exactly the records an uninterrupted run writes.
+  * on restart, a shard counts as done only if the manifest lists it AND the file's sha256 and
+    record count match; anything else (a shard renamed but not yet in the manifest, a truncated or
+    edited file) is regenerated and overwritten, and stale `.tmp` files are deleted. A resumed run
+    therefore ends with exactly the records an uninterrupted run writes;
+  * the manifest is written only when its content changes, so rerunning generate.py on a complete
+    cache reads it and writes nothing (a cache on a read-only file system stays usable).
+
+Shard bytes are a pure function of the records: each `tf.train.Example` is serialised
+deterministically (features in key order), so two runs, processes or machines that produce the
+same records write byte-identical shards with the same sha256.
 
 The manifest's `config` holds the settings that determine the records (`rationales.
 producing_config`); a run whose settings differ is refused with the differing keys named, so one
@@ -25,7 +31,10 @@ the loaded examples, catching data files edited between runs.
 
 Only one process writes a cache (process 0 of a multi-host job). Readers use `read_records`:
 every record of a split, in shard order, on every host (the trainer splits the tokenised rows
-between hosts itself, see `input_pipeline.host_rows`).
+between hosts itself, see `input_pipeline.host_rows`). Readers trust nothing on disk: every shard's
+sha256 and record count are checked against the manifest before its records are used, and a
+damaged manifest or shard is an `errors.CorruptFileError` naming the file (rerunning generate.py
+with the same config rewrites a damaged shard).
 """
 
 from __future__ import annotations
@@ -33,11 +42,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
+import struct
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 
 from sciqa_jax import errors
 from sciqa_jax.data.example import Example
@@ -111,7 +123,11 @@ def serialize_record(record: RationaleRecord) -> bytes:
       "teacher": _bytes(record.teacher),
       "prompt_style": _bytes(record.prompt_style),
   }
-  return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+  example_proto = tf.train.Example(features=tf.train.Features(feature=features))
+  # `feature` is a protobuf map, whose default serialisation order is the hash table's (it may
+  # differ between processes); deterministic=True writes the keys sorted, so shards and their
+  # checksums are reproducible.
+  return example_proto.SerializeToString(deterministic=True)
 
 
 def parse_record(serialized: bytes) -> RationaleRecord:
@@ -167,6 +183,10 @@ def _fsync_file(path: str) -> None:
     os.fsync(f.fileno())
 
 
+def _canonical(data: Any) -> str:
+  return json.dumps(data, sort_keys=True)
+
+
 def _write_json_atomic(path: str, data: Any) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
@@ -178,13 +198,32 @@ def _write_json_atomic(path: str, data: Any) -> None:
 
 
 def read_manifest(cache_dir: str) -> dict:
-  """The cache's manifest; a missing one fails naming the path and the command that writes it."""
+  """The cache's manifest.
+
+  Raises:
+    errors.MissingFileError: there is none (the message names the command that writes it).
+    errors.CorruptFileError: it is not a JSON object (a damaged file: nothing in it can be
+      trusted, so the fix is to delete it and regenerate the shards).
+  """
   path = os.path.join(cache_dir, MANIFEST)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"no rationale cache at {cache_dir!r} ({path} is missing): run "
-                            "`python generate.py --config ... --config.cache_dir=...` first")
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+    raise errors.MissingFileError(
+        f"no rationale cache at {cache_dir!r} ({path} is missing): run "
+        "`python generate.py --config ... --config.cache_dir=...` first")
+  try:
+    with open(path, encoding="utf-8") as f:
+      manifest = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise _corrupt_manifest(path, f"it is not valid JSON ({e})") from None
+  if not isinstance(manifest, dict) or not isinstance(manifest.get("splits", {}), dict):
+    raise _corrupt_manifest(path, "it is not a JSON object with a \"splits\" object")
+  return manifest
+
+
+def _corrupt_manifest(path: str, what: str) -> errors.CorruptFileError:
+  return errors.CorruptFileError(
+      f"the rationale cache manifest {path} is damaged: {what}. Delete it and rerun generate.py "
+      "with the same config, which regenerates the cache's shards")
 
 
 def diff_configs(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -209,7 +248,7 @@ class CacheWriter:
   """
 
   def __init__(self, cache_dir: str, config: Mapping[str, Any], *, read_only: bool = False):
-    """Opens (or creates) `cache_dir` for a run producing records with `config`.
+    """Opens `cache_dir` for a run producing records with `config` (created by start_split).
 
     Args:
       cache_dir: the cache directory.
@@ -221,7 +260,8 @@ class CacheWriter:
       CacheConfigMismatchError: the directory holds a cache made with other settings.
     """
     if not cache_dir:
-      raise ValueError("config.cache_dir is empty: set --config.cache_dir=<dir> for the cache")
+      raise errors.ConfigError("config.cache_dir is empty: set --config.cache_dir=<dir> for the "
+                               "cache")
     self.cache_dir = cache_dir
     self.read_only = read_only
     self.config = json.loads(json.dumps(dict(config)))  # JSON-normalised (tuples -> lists)
@@ -234,16 +274,21 @@ class CacheWriter:
             f"the cache in {cache_dir!r} was produced with different settings: "
             + "; ".join(differences)
             + ". Use another config.cache_dir, delete this one, or restore those settings.")
+      self._saved = _canonical(self.manifest)
     else:
+      # Written by the first start_split: opening a cache creates nothing, so a run that fails
+      # before its first split leaves no stub directory behind.
       self.manifest = {"format_version": FORMAT_VERSION, "config": self.config, "splits": {},
                        "counts": {}}
-      self._save()
+      self._saved = None
 
   def _save(self) -> None:
-    if self.read_only:
+    """Writes the manifest if its content changed since it was last read or written."""
+    if self.read_only or _canonical(self.manifest) == self._saved:
       return
     os.makedirs(self.cache_dir, exist_ok=True)
     _write_json_atomic(self._manifest_path, self.manifest)
+    self._saved = _canonical(self.manifest)
 
   def _split_dir(self, split: str) -> str:
     return os.path.join(self.cache_dir, split)
@@ -256,7 +301,8 @@ class CacheWriter:
     """
     split_dir = self._split_dir(split)
     if not self.read_only:
-      os.makedirs(split_dir, exist_ok=True)
+      if not os.path.isdir(split_dir):
+        os.makedirs(split_dir)
       for name in os.listdir(split_dir):
         if name.endswith(".tmp"):  # left by a killed run: never complete, never listed
           os.remove(os.path.join(split_dir, name))
@@ -273,10 +319,11 @@ class CacheWriter:
       self.manifest["splits"][split] = entry
     done = set()
     for key, shard in list(entry["shards"].items()):
-      path = os.path.join(split_dir, shard["file"])
-      if os.path.exists(path) and sha256_file(path) == shard["sha256"]:
+      try:
+        read_shard(os.path.join(split_dir, shard["file"]), shard)
         done.add(int(key))
-      else:  # missing or corrupt: forget it, it will be regenerated
+      except errors.CorruptFileError as e:  # missing or damaged: forget it, it will be redone
+        logging.warning("%s; regenerating it", e)
         del entry["shards"][key]
         entry["complete"] = False
     self._update_counts(split)
@@ -320,25 +367,98 @@ class CacheWriter:
 # ---- reading ------------------------------------------------------------------------------------
 
 
-def shard_files(cache_dir: str, split: str) -> list[str]:
-  """The split's shard files in shard order; the split must be complete."""
+_REPAIR = "rerun generate.py with the same config, which rewrites it"
+
+
+def tfrecord_payloads(data: bytes) -> list[bytes] | None:
+  """The records of a TFRecord file's bytes, or None if the framing is broken (truncated).
+
+  Each record is framed as: uint64 length, uint32 CRC of the length, the bytes, uint32 CRC of the
+  bytes (little-endian). The CRCs are not checked: callers verify the whole file's sha256 first.
+  """
+  records, position = [], 0
+  while position < len(data):
+    if position + 12 > len(data):
+      return None
+    (length,) = struct.unpack_from("<Q", data, position)
+    start = position + 12
+    end = start + length
+    if end + 4 > len(data):
+      return None
+    records.append(data[start:end])
+    position = end + 4
+  return records
+
+
+def read_shard(path: str, info: Mapping[str, Any]) -> list[bytes]:
+  """The serialized records of one shard, after checking it against its manifest entry `info`.
+
+  The file is read once and the checked bytes are the ones parsed, so a file changing in between
+  cannot slip through.
+
+  Raises:
+    errors.CorruptFileError: the file is missing, or its sha256 or record count differs from the
+      manifest's (truncated, overwritten, or the manifest edited).
+  """
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except FileNotFoundError:
+    raise errors.CorruptFileError(f"rationale cache shard {path} is missing: "
+                                  f"{_REPAIR}") from None
+  if hashlib.sha256(data).hexdigest() != info.get("sha256"):
+    raise errors.CorruptFileError(
+        f"rationale cache shard {path} is damaged (truncated or overwritten: its sha256 differs "
+        f"from the manifest's): {_REPAIR}")
+  payloads = tfrecord_payloads(data)
+  if payloads is None or len(payloads) != info.get("records"):
+    found = "unreadable TFRecord framing" if payloads is None else f"{len(payloads)} records"
+    raise errors.CorruptFileError(
+        f"rationale cache shard {path} holds {found} but the manifest lists "
+        f"{info.get('records')}: {_REPAIR}")
+  return payloads
+
+
+def _shards(cache_dir: str, split: str) -> list[tuple[str, dict]]:
+  """(path, manifest entry) of every shard of a complete split, in shard order."""
   manifest = read_manifest(cache_dir)
   entry = manifest.get("splits", {}).get(split)
   if entry is None:
-    raise ValueError(f"the cache in {cache_dir!r} has no split {split!r}; it has "
-                     f"{sorted(manifest.get('splits', {}))} (generate.py's teacher.splits)")
-  if not entry.get("complete"):
-    raise ValueError(f"split {split!r} of the cache in {cache_dir!r} is incomplete "
-                     f"({len(entry['shards'])} of {entry['num_shards']} shards): rerun generate.py "
-                     "with the same config to finish it")
-  return [os.path.join(cache_dir, split, entry["shards"][str(k)]["file"])
-          for k in range(entry["num_shards"])]
+    raise errors.DataError(f"the cache in {cache_dir!r} has no split {split!r}; it has "
+                           f"{sorted(manifest.get('splits', {}))} (generate.py's teacher.splits)")
+  try:
+    if not entry["complete"]:
+      raise errors.DataError(
+          f"split {split!r} of the cache in {cache_dir!r} is incomplete ({len(entry['shards'])} "
+          f"of {entry['num_shards']} shards): rerun generate.py with the same config to finish it")
+    infos = [entry["shards"][str(k)] for k in range(entry["num_shards"])]
+    return [(os.path.join(cache_dir, split, info["file"]), info) for info in infos]
+  except (KeyError, TypeError) as e:
+    raise _corrupt_manifest(os.path.join(cache_dir, MANIFEST),
+                            f"split {split!r} lacks the entry {e}") from None
+
+
+def shard_files(cache_dir: str, split: str) -> list[str]:
+  """The split's shard files in shard order, each checked against the manifest (`read_shard`);
+  the split must be complete."""
+  files = []
+  for path, info in _shards(cache_dir, split):
+    read_shard(path, info)
+    files.append(path)
+  return files
 
 
 def read_records(cache_dir: str, split: str) -> Iterator[RationaleRecord]:
-  """Every record of a complete split, in shard order (host-local, deterministic)."""
-  files = shard_files(cache_dir, split)
-  if not files:
-    return
-  for serialized in tf.data.TFRecordDataset(files).as_numpy_iterator():
-    yield parse_record(serialized)
+  """Every record of a complete split, in shard order (host-local, deterministic).
+
+  Each shard is checked (`read_shard`) before any of its records is yielded.
+  """
+  for path, info in _shards(cache_dir, split):
+    for index, serialized in enumerate(read_shard(path, info)):
+      try:
+        record = parse_record(serialized)
+      except (DecodeError, IndexError, UnicodeDecodeError) as e:
+        raise errors.CorruptFileError(
+            f"rationale cache shard {path}: record {index} is not a rationale record ({e}): "
+            f"{_REPAIR}") from None
+      yield record

@@ -44,6 +44,10 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # Read by the C++ runtimes when they load: TensorFlow and XLA (2: errors only), gRPC, glog.
 _ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
+    # TensorFlow (used here only for TFRecord I/O and TensorBoard files, never for compute) logs
+    # a oneDNN notice at import, before absl's C++ logging is initialised, where no level
+    # applies; with its oneDNN ops off there is nothing to log.
+    "TF_ENABLE_ONEDNN_OPTS": "0",
     "GRPC_VERBOSITY": "ERROR",
     "GLOG_minloglevel": "2",
     "TRANSFORMERS_VERBOSITY": "error",

@@ -18,21 +18,37 @@ Counts per split: `samples = correct + wrong + unparseable + duplicates`, and wi
 `kept = correct`. The teacher's seed for a shard is derived from (config.seed, split, shard), and
 for a batch from that and the batch index, so a resumed run asks exactly the questions with
 exactly the seeds an uninterrupted run would.
+
+Coverage is reported, never lost silently: per split, the questions left without any kept
+rationale (`examples_without_kept`) and, for the import teacher, the ids of its file that match no
+question of the split (`unmatched_ids`, with the first few in `first_unmatched_ids`) are logged as
+warnings and shown in the summary. A split that ends with no kept rationale at all (no examples,
+every record bad, no imported id matching, every rationale wrong) is an `errors.DataError` naming
+the split and the cause, and is not marked complete, unless `teacher.allow_empty`.
+
+Everything that can be checked before work starts is: the config (`config.check`, then
+`validate_config`), then every split's examples (`registry.load_splits`: loaded, and disjoint),
+then the cache's producing settings, and only then is the teacher built and the first file
+written, so a mistake leaves no stub cache directory behind.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import tqdm
 
 from sciqa_jax import cache as cache_lib
+from sciqa_jax import config as config_lib
+from sciqa_jax import errors
+from sciqa_jax.data import registry
 from sciqa_jax.data.example import Example
-from sciqa_jax.data.registry import Task, load_examples
-from sciqa_jax.teacher import make_teacher
+from sciqa_jax.data.registry import Task
+from sciqa_jax.teacher import BACKENDS, make_teacher
 from sciqa_jax.teacher import prompts as prompts_lib
 from sciqa_jax.teacher.explain import derive_seed, explain, first_occurrences, is_example_teacher
 
@@ -40,7 +56,10 @@ KEEP_MODES = ("correct", "all")
 COUNT_KEYS = ("examples", "samples", "kept", "correct", "wrong", "unparseable", "duplicates",
               "examples_with_kept")
 SUMMARY_COLUMNS = ("examples", "samples", "kept", "wrong", "unparseable", "duplicates",
-                   "examples_with_kept")
+                   "examples_with_kept", "examples_without_kept")
+# Example teachers see no prompt: their records and manifest name the backend as the prompt style.
+EXAMPLE_BACKENDS = ("template", "import")
+FIRST_IDS = 5  # unmatched import ids quoted in warnings and the summary
 
 # The settings that determine a cache's records; everything else (endpoints, concurrency,
 # retries, which splits to run) may change between a run and its resumption.
@@ -54,7 +73,11 @@ PRODUCING_KEYS = (
 
 
 def producing_config(config) -> dict[str, Any]:
-  """{dotted key: value} of the settings that determine the records (PRODUCING_KEYS present)."""
+  """{dotted key: value} of the settings that determine the records (PRODUCING_KEYS present).
+
+  An example teacher (template, import) uses no prompt, so its teacher.prompt_style is recorded as
+  the backend's name: the manifest says what produced the records, not an unused default.
+  """
   out = {}
   for key in PRODUCING_KEYS:
     node, present = config, True
@@ -65,31 +88,72 @@ def producing_config(config) -> dict[str, Any]:
       node = node[part]
     if present:
       out[key] = node
+  if out.get("teacher.backend") in EXAMPLE_BACKENDS:
+    out["teacher.prompt_style"] = out["teacher.backend"]
   return out
 
 
 def validate_config(config) -> None:
-  """Fails early, naming the key, on teacher settings that cannot produce a cache."""
+  """Fails early, naming the key, on settings that cannot produce a cache (errors.ConfigError;
+  a missing import file is errors.MissingFileError). Reads no data and writes nothing."""
   t = config.teacher
-  if t.prompt_style not in prompts_lib.PROMPT_STYLES:
-    raise ValueError(f"teacher.prompt_style={t.prompt_style!r}; expected one of "
-                     f"{prompts_lib.PROMPT_STYLES}")
-  if t.keep not in KEEP_MODES:
-    raise ValueError(f"teacher.keep={t.keep!r}; expected one of {KEEP_MODES}")
-  if t.num_samples < 1:
-    raise ValueError(f"teacher.num_samples={t.num_samples} must be >= 1")
-  if t.temperature == 0 and t.num_samples > 1 and t.backend not in ("template", "import"):
-    raise ValueError(f"teacher.num_samples={t.num_samples} needs sampling: set "
-                     "teacher.temperature > 0 (greedy decoding gives one rationale)")
-  if t.shard_size < 1 or t.batch_size < 1:
-    raise ValueError(f"teacher.shard_size={t.shard_size} and teacher.batch_size={t.batch_size} "
-                     "must be >= 1")
-  if t.prompt_style == prompts_lib.FEW_SHOT_COT and not t.few_shot_path and \
-      t.backend not in ("template", "import"):
-    raise ValueError("teacher.prompt_style='few_shot_cot' needs teacher.few_shot_path = a JSONL "
-                     "file of exemplars")
   if not config.cache_dir:
-    raise ValueError("config.cache_dir is empty: set --config.cache_dir=<dir> for the cache")
+    raise errors.ConfigError("config.cache_dir is empty: set --config.cache_dir=<dir> for the "
+                             "cache")
+  if t.backend not in BACKENDS:
+    raise errors.ConfigError(f"unknown teacher.backend={t.backend!r}; choose one of "
+                             f"{', '.join(BACKENDS)}")
+  if t.backend == "import" and not t.model:
+    raise errors.ConfigError("teacher.backend='import' needs teacher.model = the JSONL file of "
+                             "rationales")
+  if t.backend == "import" and not os.path.isfile(t.model):
+    raise errors.MissingFileError(f"teacher.model={t.model!r}: no such JSONL file of rationales "
+                                  "(teacher.backend='import')")
+  _validate_splits(config)
+  if t.prompt_style not in prompts_lib.PROMPT_STYLES:
+    raise errors.ConfigError(f"teacher.prompt_style={t.prompt_style!r}; expected one of "
+                             f"{prompts_lib.PROMPT_STYLES}")
+  if t.keep not in KEEP_MODES:
+    raise errors.ConfigError(f"teacher.keep={t.keep!r}; expected one of {KEEP_MODES}")
+  if t.num_samples < 1:
+    raise errors.ConfigError(f"teacher.num_samples={t.num_samples} must be >= 1")
+  if t.temperature == 0 and t.num_samples > 1 and t.backend not in EXAMPLE_BACKENDS:
+    raise errors.ConfigError(f"teacher.num_samples={t.num_samples} needs sampling: set "
+                             "teacher.temperature > 0 (greedy decoding gives one rationale)")
+  if t.shard_size < 1 or t.batch_size < 1:
+    raise errors.ConfigError(f"teacher.shard_size={t.shard_size} and teacher.batch_size="
+                             f"{t.batch_size} must be >= 1")
+  if t.prompt_style == prompts_lib.FEW_SHOT_COT and not t.few_shot_path and \
+      t.backend not in EXAMPLE_BACKENDS:
+    raise errors.ConfigError("teacher.prompt_style='few_shot_cot' needs teacher.few_shot_path = "
+                             "a JSONL file of exemplars")
+
+
+def _validate_splits(config) -> None:
+  """teacher.splits: a non-empty tuple of distinct split names of the task.
+
+  On the command line a tuple needs quotes around each name: an unquoted
+  `--config.teacher.splits=train,validation` arrives as the one string "train,validation".
+  """
+  splits = config.teacher.splits
+  how = "e.g. --config.teacher.splits='(\"train\", \"validation\")'"
+  if isinstance(splits, str) or not isinstance(splits, (tuple, list)) or not splits or \
+      not all(isinstance(split, str) and split for split in splits):
+    raise errors.ConfigError(f"teacher.splits={splits!r}: expected a non-empty tuple of split "
+                             f"names, {how}")
+  try:
+    task = registry.get_task(config.task)
+  except errors.UserError:
+    raise
+  except ValueError as e:
+    raise errors.ConfigError(f"task={config.task!r}: {e}") from None
+  unknown = [split for split in splits if split not in task.splits]
+  if unknown:
+    raise errors.ConfigError(
+        f"teacher.splits={tuple(splits)!r}: {', '.join(map(repr, unknown))} is not a split of "
+        f"task {task.name!r} (its splits: {', '.join(task.splits)}); quote each name, {how}")
+  if len(set(splits)) != len(splits):
+    raise errors.ConfigError(f"teacher.splits={tuple(splits)!r} names a split twice")
 
 
 def build_teacher(config):
@@ -125,7 +189,7 @@ def filter_samples(task: Task, example: Example, outputs: Sequence[tuple[str, st
 
 
 def build_cache(config, *, teacher=None, process_index: int = 0,
-                progress: bool = True) -> dict[str, dict[str, int]]:
+                progress: bool = True) -> dict[str, dict[str, Any]]:
   """Builds (or resumes) the rationale cache of `config`; returns the counts per split.
 
   Args:
@@ -133,53 +197,163 @@ def build_cache(config, *, teacher=None, process_index: int = 0,
     teacher: a teacher to use instead of building `config.teacher`'s (tests, notebooks).
     process_index: this process's index; only process 0 writes files, the others run the teacher
       (a multi-host teacher needs every process) and skip the same completed shards.
-    progress: show a tqdm bar (examples/s, kept ratio) on process 0.
+    progress: show a tqdm bar (examples/s, kept samples, question coverage) on process 0.
+
+  Returns:
+    {split: COUNT_KEYS counts plus "examples_without_kept"; with the import teacher also
+    "unmatched_ids" and "first_unmatched_ids" (module doc)}.
+
+  Raises:
+    errors.ConfigError, errors.MissingFileError: a setting or file is wrong (nothing written).
+    errors.DataError: a split ended with no kept rationale and teacher.allow_empty is False.
+    cache.CacheConfigMismatchError: config.cache_dir holds a cache made with other settings.
   """
+  config_lib.check(config)
   validate_config(config)
-  teacher = build_teacher(config) if teacher is None else teacher
   t = config.teacher
-  example_teacher = is_example_teacher(teacher)
-  exemplars = ()
-  if not example_teacher and t.prompt_style == prompts_lib.FEW_SHOT_COT:
-    exemplars = prompts_lib.load_exemplars(t.few_shot_path)
-  prompt_style = t.backend if example_teacher else t.prompt_style
+  allow_empty = bool(t.get("allow_empty", False))
+  splits = registry.load_splits(config, t.splits)
+  for loaded in splits.values():
+    if not loaded.examples and not allow_empty:
+      raise _empty_split_error(loaded.name, _no_examples_cause(config, loaded))
   writer = cache_lib.CacheWriter(config.cache_dir, producing_config(config),
                                  read_only=process_index != 0)
-  counts: dict[str, dict[str, int]] = {}
-  for split in t.splits:
-    loaded = load_examples(config, split)
-    task, examples, report = loaded.task, loaded.examples, loaded.report
-    num_shards = math.ceil(len(examples) / t.shard_size)
-    done = writer.start_split(split, examples, num_shards, skipped_records=report.num_skipped)
+  teacher = build_teacher(config) if teacher is None else teacher
+  exemplars = ()
+  if not is_example_teacher(teacher) and t.prompt_style == prompts_lib.FEW_SHOT_COT:
+    exemplars = prompts_lib.load_exemplars(t.few_shot_path)
+  run = _Run(config, teacher, writer, exemplars, progress=progress and not process_index)
+  return {split: run.split(loaded, allow_empty=allow_empty) for split, loaded in splits.items()}
+
+
+class _Run:
+  """One build_cache call: the teacher and the writer shared by its splits."""
+
+  def __init__(self, config, teacher, writer: cache_lib.CacheWriter, exemplars, *,
+               progress: bool):
+    self.config, self.teacher, self.writer = config, teacher, writer
+    self.exemplars, self.progress = exemplars, progress
+    t = config.teacher
+    self.prompt_style = t.backend if is_example_teacher(teacher) else t.prompt_style
+
+  def split(self, loaded: registry.Split, *, allow_empty: bool) -> dict[str, Any]:
+    """Writes (or resumes) one split's shards and returns its counts (module doc)."""
+    num_shards = math.ceil(len(loaded.examples) / self.config.teacher.shard_size)
+    done = self.writer.start_split(loaded.name, loaded.examples, num_shards,
+                                   skipped_records=loaded.report.num_skipped)
     if done:
-      logging.info("split %s: resuming, %d of %d shards already complete", split, len(done),
-                   num_shards)
-    bar = _progress_bar(split, examples, done, t.shard_size, enabled=progress and not process_index)
+      logging.info("split %s: resuming, %d of %d shards already complete", loaded.name,
+                   len(done), num_shards)
+    self._write_missing_shards(loaded, num_shards, done)
+    counts = self._coverage(loaded)
+    if not counts["kept"]:
+      if not allow_empty:
+        unmatched = counts.get("first_unmatched_ids")
+        raise _empty_split_error(loaded.name, _no_kept_cause(self.config, loaded, counts,
+                                                             unmatched))
+      logging.warning("split %s: no kept rationale (teacher.allow_empty=True)", loaded.name)
+    self.writer.finish_split(loaded.name)
+    return counts
+
+  def _write_missing_shards(self, loaded: registry.Split, num_shards: int,
+                            done: set[int]) -> None:
+    size, split, examples = self.config.teacher.shard_size, loaded.name, loaded.examples
+    bar = _progress_bar(split, examples, done, size, enabled=self.progress)
     for shard in range(num_shards):
-      if shard in done:
-        continue
-      shard_examples = examples[shard * t.shard_size:(shard + 1) * t.shard_size]
-      outputs = explain(teacher, shard_examples, t, seed=derive_seed(config.seed, split, shard),
-                        exemplars=exemplars)
-      if len(outputs) != len(shard_examples):
-        raise RuntimeError(f"teacher {teacher.name!r} returned {len(outputs)} results for "
-                           f"{len(shard_examples)} examples")
-      records, shard_counts = [], []
-      for example, per_example in zip(shard_examples, outputs):
-        kept, example_counts = filter_samples(task, example, per_example, keep=t.keep,
-                                              teacher_name=teacher.name, prompt_style=prompt_style)
-        records.extend(kept)
-        shard_counts.append(example_counts)
-      writer.write_shard(split, shard, records, cache_lib.sum_counts(shard_counts))
-      if bar is not None:
-        split_counts = writer.manifest["counts"][split]
-        bar.set_postfix(kept=f"{split_counts['kept'] / max(split_counts['samples'], 1):.1%}")
-        bar.update(len(shard_examples))
+      if shard not in done:
+        shard_examples = examples[shard * size:(shard + 1) * size]
+        self._write_shard(loaded.task, split, shard, shard_examples)
+        if bar is not None:
+          bar.set_postfix_str(_progress_text(self.writer.manifest["counts"][split]))
+          bar.update(len(shard_examples))
     if bar is not None:
       bar.close()
-    totals = writer.finish_split(split)
-    counts[split] = {key: totals.get(key, 0) for key in COUNT_KEYS}
+
+  def _coverage(self, loaded: registry.Split) -> dict[str, Any]:
+    """The split's counts with its coverage, logged as warnings where incomplete."""
+    counts = coverage_counts(self.writer.manifest["counts"][loaded.name])
+    if hasattr(self.teacher, "unmatched_ids"):  # the import teacher
+      unmatched = self.teacher.unmatched_ids(loaded.examples)
+      counts["unmatched_ids"] = len(unmatched)
+      counts["first_unmatched_ids"] = unmatched[:FIRST_IDS]
+    _warn_coverage(loaded.name, counts)
+    return counts
+
+  def _write_shard(self, task: Task, split: str, shard: int,
+                   shard_examples: Sequence[Example]) -> None:
+    t, teacher = self.config.teacher, self.teacher
+    outputs = explain(teacher, shard_examples, t, seed=derive_seed(self.config.seed, split, shard),
+                      exemplars=self.exemplars)
+    if len(outputs) != len(shard_examples):
+      raise RuntimeError(f"teacher {teacher.name!r} returned {len(outputs)} results for "
+                         f"{len(shard_examples)} examples")
+    records, shard_counts = [], []
+    for example, per_example in zip(shard_examples, outputs):
+      kept, example_counts = filter_samples(task, example, per_example, keep=t.keep,
+                                            teacher_name=teacher.name,
+                                            prompt_style=self.prompt_style)
+      records.extend(kept)
+      shard_counts.append(example_counts)
+    self.writer.write_shard(split, shard, records, cache_lib.sum_counts(shard_counts))
+
+
+def coverage_counts(totals: Mapping[str, int]) -> dict[str, Any]:
+  """COUNT_KEYS of a split's summed shard counts, plus the questions left without a rationale."""
+  counts: dict[str, Any] = {key: int(totals.get(key, 0)) for key in COUNT_KEYS}
+  counts["examples_without_kept"] = counts["examples"] - counts["examples_with_kept"]
   return counts
+
+
+def _progress_text(counts: Mapping[str, int]) -> str:
+  """The bar's figures: question coverage first, because a kept share of samples can read 100%
+  while many questions got no rationale at all (an import file covering half the split)."""
+  examples, covered = counts.get("examples", 0), counts.get("examples_with_kept", 0)
+  return (f"questions with a rationale {covered}/{examples} ({covered / max(examples, 1):.1%}), "
+          f"kept samples {counts.get('kept', 0)}/{counts.get('samples', 0)}")
+
+
+def _warn_coverage(split: str, counts: Mapping[str, Any]) -> None:
+  if counts["examples_without_kept"]:
+    logging.warning("split %s: %d of %d questions have no kept rationale (samples: %d wrong, %d "
+                    "unparseable)", split, counts["examples_without_kept"], counts["examples"],
+                    counts["wrong"], counts["unparseable"])
+  if counts.get("unmatched_ids"):
+    logging.warning("split %s: %d ids of the import file match no question of the split "
+                    "(first: %s)", split, counts["unmatched_ids"],
+                    ", ".join(counts["first_unmatched_ids"]))
+
+
+def _empty_split_error(split: str, cause: str) -> errors.DataError:
+  return errors.DataError(f"split {split!r} has no kept rationale: {cause}. Set "
+                          "teacher.allow_empty=True to write it empty anyway")
+
+
+def _no_examples_cause(config, loaded: registry.Split) -> str:
+  report = loaded.report
+  if report.num_skipped and report.num_skipped == report.num_records:
+    return (f"all {report.num_skipped} of its records are bad and were skipped "
+            "(data.skip_bad_records=True); fix the data (data.path) or see the skipped-record "
+            "warning for why")
+  return (f"it has no examples (task={config.task!r}, data.source={config.data.source!r}, "
+          f"data.path={config.data.path!r})")
+
+
+def _no_kept_cause(config, loaded: registry.Split, counts: Mapping[str, Any],
+                   unmatched: Sequence[str] | None) -> str:
+  """Why a split kept nothing; `unmatched`: the first unmatched import ids (None: no import)."""
+  t = config.teacher
+  if not counts["examples"]:
+    return _no_examples_cause(config, loaded)
+  if not counts["samples"]:
+    if unmatched is not None:
+      return (f"none of the ids in the import file teacher.model={t.model!r} matches one of its "
+              f"{counts['examples']} questions ({counts['unmatched_ids']} file ids unmatched, "
+              f"first: {', '.join(unmatched)}; the split's ids look like "
+              f"{loaded.examples[0].id!r})")
+    return f"the teacher returned no rationale for any of its {counts['examples']} questions"
+  return (f"all {counts['samples']} samples were dropped ({counts['wrong']} wrong, "
+          f"{counts['unparseable']} unparseable, {counts['duplicates']} duplicates; "
+          f"teacher.keep={t.keep!r})")
 
 
 def _progress_bar(split: str, examples: Sequence[Example], done: set[int], shard_size: int, *,
@@ -191,10 +365,22 @@ def _progress_bar(split: str, examples: Sequence[Example], done: set[int], shard
                    dynamic_ncols=True)
 
 
-def format_summary(counts: dict[str, dict[str, int]]) -> str:
-  """A Markdown table: one row per split, the SUMMARY_COLUMNS counts."""
-  header = "| split | " + " | ".join(SUMMARY_COLUMNS) + " |"
-  rule = "|---|" + "---:|" * len(SUMMARY_COLUMNS)
-  rows = [f"| {split} | " + " | ".join(str(c.get(key, 0)) for key in SUMMARY_COLUMNS) + " |"
+def format_summary(counts: Mapping[str, Mapping[str, Any]]) -> str:
+  """A Markdown table, one row per split (SUMMARY_COLUMNS, plus unmatched_ids with the import
+  teacher), then one line per split whose coverage is incomplete."""
+  columns = SUMMARY_COLUMNS
+  if any("unmatched_ids" in c for c in counts.values()):
+    columns += ("unmatched_ids",)
+  header = "| split | " + " | ".join(columns) + " |"
+  rule = "|---|" + "---:|" * len(columns)
+  rows = [f"| {split} | " + " | ".join(str(c.get(key, 0)) for key in columns) + " |"
           for split, c in counts.items()]
-  return "\n".join([header, rule, *rows])
+  notes = []
+  for split, c in counts.items():
+    if c.get("examples_without_kept"):
+      notes.append(f"{split}: {c['examples_without_kept']} of {c['examples']} questions have no "
+                   "kept rationale")
+    if c.get("unmatched_ids"):
+      notes.append(f"{split}: {c['unmatched_ids']} ids of the import file match no question "
+                   f"(first: {', '.join(c['first_unmatched_ids'])})")
+  return "\n".join([header, rule, *rows] + ([""] + notes if notes else []))

@@ -1,12 +1,16 @@
 """The TFRecord rationale cache, prompts, filtering and the import teacher."""
 
+import hashlib
 import json
 import os
+import pathlib
+import subprocess
+import sys
 
 import pytest
 import tensorflow as tf
 
-from sciqa_jax import cache, rationales
+from sciqa_jax import cache, errors, rationales
 from sciqa_jax.data.example import Example
 from sciqa_jax.data.registry import get_task
 from sciqa_jax.teacher import importer, prompts
@@ -108,6 +112,102 @@ def test_corrupt_or_unlisted_shards_are_redone(tmp_path):
     cache.read_manifest(str(tmp_path / "nowhere"))
 
 
+# ---- integrity: deterministic bytes, verified reads ----------------------------------------------
+
+
+def test_serialization_is_canonical():
+  """Features are written in key order (deterministic map serialisation), not hash-table order."""
+  for r in (record(MC, "Ice is solid; water is liquid.", 3),
+            record(OPEN, "Two flips cancel out.", 0, answer=None, correct=False)):
+    serialized = cache.serialize_record(r)
+    assert serialized == tf.train.Example.FromString(serialized).SerializeToString(
+        deterministic=True)
+
+
+SERIALIZE_SCRIPT = """
+import hashlib, sys
+sys.path.insert(0, {repo!r})
+from tests.test_cache import MC, record
+from sciqa_jax import cache
+print(hashlib.sha256(cache.serialize_record(record(MC, "Ice is solid.", 3))).hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_serialization_same_bytes_in_fresh_processes(tmp_path):
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  script = tmp_path / "serialize.py"
+  script.write_text(SERIALIZE_SCRIPT.format(repo=str(repo)))
+  digests = set()
+  for hash_seed in ("1", "2"):
+    env = dict(os.environ, PYTHONHASHSEED=hash_seed, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, str(script)], env=env, cwd=repo, capture_output=True,
+                         text=True, timeout=300, check=True).stdout
+    digests.add(out.split()[-1])
+  here = hashlib.sha256(cache.serialize_record(record(MC, "Ice is solid.", 3))).hexdigest()
+  assert digests == {here}
+
+
+def _damage(path, how):
+  data = path.read_bytes()
+  if how == "truncated":
+    path.write_bytes(data[:len(data) - 7])
+  elif how == "overwritten":  # same length, different bytes (a flipped byte inside a record)
+    middle = len(data) // 2
+    path.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:])
+  else:
+    path.unlink()
+
+
+@pytest.mark.parametrize("how", ["truncated", "overwritten", "missing"])
+def test_readers_verify_each_shard(tmp_path, how):
+  shards = [[record(MC, f"r{i}-{k}", k) for k in range(3)] for i in range(2)]
+  write_cache(tmp_path, {"task": "t"}, shards)
+  shard = tmp_path / "train" / cache.shard_name(1)
+  _damage(shard, how)
+  for read in (lambda: list(cache.read_records(str(tmp_path), "train")),
+               lambda: cache.shard_files(str(tmp_path), "train")):
+    with pytest.raises(errors.CorruptFileError) as info:
+      read()
+    message = str(info.value)
+    assert str(shard) in message and "rerun generate.py with the same config" in message
+    assert "\n" not in message
+  # generate.py's writer finds the damaged shard and redoes only it.
+  writer = cache.CacheWriter(str(tmp_path), {"task": "t"})
+  assert writer.start_split("train", [MC] * 4, 2) == {0}
+
+
+def test_manifest_record_count_is_checked(tmp_path):
+  write_cache(tmp_path, {"task": "t"}, [[record(MC, "a", 0), record(MC, "b", 1)]])
+  manifest = json.loads((tmp_path / cache.MANIFEST).read_text())
+  manifest["splits"]["train"]["shards"]["0"]["records"] = 3
+  (tmp_path / cache.MANIFEST).write_text(json.dumps(manifest))
+  with pytest.raises(errors.CorruptFileError, match=r"holds 2 records but the manifest lists 3"):
+    list(cache.read_records(str(tmp_path), "train"))
+  assert cache.CacheWriter(str(tmp_path), {"task": "t"}).start_split("train", [MC] * 2, 1) == set()
+
+
+@pytest.mark.parametrize("text", ['{"splits": {', "[1, 2]", "\xff\xfe"])
+def test_damaged_manifest_names_its_path(tmp_path, text):
+  write_cache(tmp_path, {"task": "t"}, [[record(MC, "a", 0)]])
+  path = tmp_path / cache.MANIFEST
+  path.write_bytes(text.encode("latin-1"))
+  for open_cache in (lambda: cache.read_manifest(str(tmp_path)),
+                     lambda: list(cache.read_records(str(tmp_path), "train")),
+                     lambda: cache.CacheWriter(str(tmp_path), {"task": "t"})):
+    with pytest.raises(errors.CorruptFileError, match="manifest") as info:
+      open_cache()
+    assert str(path) in str(info.value) and "generate.py" in str(info.value)
+
+
+def test_missing_cache_is_a_user_error(tmp_path):
+  with pytest.raises(errors.MissingFileError, match="generate.py"):
+    list(cache.read_records(str(tmp_path / "nowhere"), "train"))
+  write_cache(tmp_path, {"task": "t"}, [[record(MC, "a", 0)]])
+  with pytest.raises(errors.DataError, match="no split 'validation'"):
+    list(cache.read_records(str(tmp_path), "validation"))
+
+
 # ---- filtering -----------------------------------------------------------------------------------
 
 
@@ -206,3 +306,49 @@ def test_import_teacher(tmp_path):
   path.write_text('{"id": "q1"}\n')
   with pytest.raises(ValueError, match=r"rationales\.jsonl:1"):
     importer.ImportedRationales(str(path))
+
+
+def test_import_teacher_user_errors(tmp_path):
+  path = tmp_path / "rationales.jsonl"
+  with pytest.raises(errors.MissingFileError, match=r"teacher\.model=.*rationales\.jsonl"):
+    importer.ImportedRationales(str(path))
+  path.write_text('{"id": "q1", "rationale": "ok"}\nnot json\n')
+  with pytest.raises(errors.DataError, match=r"rationales\.jsonl:2: invalid JSON"):
+    importer.ImportedRationales(str(path))
+  path.write_text('{"id": "", "rationale": "no id"}\n')
+  with pytest.raises(errors.DataError, match=r"rationales\.jsonl:1: .*\"id\""):
+    importer.ImportedRationales(str(path))
+  other = tmp_path / "rationales.txt"
+  other.write_text("q1 because\n")
+  with pytest.raises(errors.ConfigError, match=r"teacher\.model=.*unsupported file type"):
+    importer.ImportedRationales(str(other))
+
+
+ARC_DIGITS = Example(id="d1", question="Which is a liquid?",
+                     choices=(("A", "ice"), ("B", "water"), ("C", "rock"), ("D", "2")), answer="B")
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ("2", "B"), ("(2)", "B"), ("2.", "B"), (" 4 ", "D"), ("the answer is 2.", "B"),
+    ("(B)", "(B)"), ("water", "water"), ("2 apples", "2 apples"), ("7", "7")])
+def test_import_digit_labels_map_to_choices(answer, expected):
+  assert importer.choice_answer(answer, ARC_DIGITS) == expected
+  assert importer.choice_answer(answer, OPEN) == answer  # no choices: nothing to map
+  digit_labelled = Example(id="d2", question="?", choices=(("1", "ice"), ("2", "water")),
+                           answer="2")
+  assert importer.choice_answer(answer, digit_labelled) == answer
+
+
+def test_import_teacher_reads_digit_answers(tmp_path):
+  path = tmp_path / "rationales.jsonl"
+  lines = [{"id": "d1", "rationale": "Water flows.", "answer": "2"},
+           {"id": "d1", "rationale": "Water is wet. Therefore, the answer is (2)."},
+           {"id": "d1", "rationale": "Rock is hard.", "answer": 3}]
+  path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+  (outputs,) = importer.ImportedRationales(str(path)).explain([ARC_DIGITS])
+  task = get_task("arc_easy")
+  assert [task.parse_answer(o.answer_text, ARC_DIGITS) for o in outputs] == ["B", "B", "C"]
+  _, counts = rationales.filter_samples(task, ARC_DIGITS, [(o.rationale, o.answer_text)
+                                                           for o in outputs],
+                                        keep="correct", teacher_name="t", prompt_style="import")
+  assert counts["unparseable"] == 0 and counts["kept"] == 2 and counts["wrong"] == 1

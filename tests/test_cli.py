@@ -85,3 +85,16 @@ def test_environment_set_only_when_quiet_and_not_overriding_the_user(monkeypatch
   assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"  # the user's choice stands
   cli.set_verbosity(1)
   assert "GRPC_VERBOSITY" not in os.environ
+
+
+def test_tensorflow_loads_silently_once_quieted():
+  # TensorFlow's C++ runtime logs a oneDNN notice (and absl's pre-init banner) at import, where
+  # TF_CPP_MIN_LOG_LEVEL does not reach; the scripts import it for TFRecords and TensorBoard.
+  import subprocess
+  import sys
+  code = "from sciqa_jax import cli; cli.quiet_third_party([]); import tensorflow"
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "GLOG", "GRPC"))}
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          timeout=120)
+  assert result.returncode == 0 and result.stderr == "", result.stderr

@@ -32,7 +32,8 @@ def _write_arc_easy(data_dir: pathlib.Path, split_file: str, count: int, offset:
   for i in range(count):
     labels = ["A", "B", "C", "D"] if i % 2 else ["1", "2", "3", "4"]  # both AI2 label styles
     rows.append({"id": f"{split_file}-{i + offset}",
-                 "question": {"stem": STEMS[i % len(STEMS)],
+                 # Each split asks its own questions: splits that share one are refused.
+                 "question": {"stem": f"{STEMS[i % len(STEMS)]} (item {i + offset})",
                               "choices": [{"text": text, "label": label} for text, label
                                           in zip(["ice", "water", "steam", "rock"], labels)]},
                  "answerKey": labels[(i + offset) % 4]})

@@ -17,6 +17,7 @@ import time
 import ml_collections
 import pytest
 
+from sciqa_jax import errors
 from sciqa_jax.config import base_config
 from sciqa_jax.teacher import BACKENDS, make_teacher
 from sciqa_jax.teacher import http as http_teacher
@@ -450,3 +451,61 @@ def test_factory_missing_torch_says_how_to_install(monkeypatch):
   monkeypatch.delitem(sys.modules, "sciqa_jax.teacher.hf", raising=False)
   with pytest.raises(ImportError, match=r"pip install torch==2\.13\.0"):
     make_teacher(_teacher_config(backend="hf", model="some/model"))
+
+
+# ---- user errors: one line naming the setting or file --------------------------------------------
+
+def _one_line_user_error(info, *names: str) -> None:
+  assert isinstance(info.value, errors.UserError), type(info.value)
+  message = str(info.value)
+  assert "\n" not in message and all(name in message for name in names), message
+
+
+@pytest.mark.parametrize("overrides, error, names", [
+    (dict(backend="gpt9"), errors.ConfigError, ("teacher.backend='gpt9'",)),
+    (dict(backend="import", model=""), errors.ConfigError, ("teacher.model",)),
+    (dict(backend="import", model="/nowhere/r.jsonl"), errors.MissingFileError,
+     ("teacher.model='/nowhere/r.jsonl'",)),
+    (dict(backend="http", model=""), errors.ConfigError, ("teacher.model",)),
+    (dict(backend="http", model="tiny", base_url="127.0.0.1:8000"), errors.ConfigError,
+     ("teacher.base_url",)),
+    (dict(backend="http", model="tiny", base_url="http://h/v1", max_in_flight=0),
+     errors.ConfigError, ("teacher.max_in_flight=0",)),
+    (dict(backend="template", error_rate=2.0), errors.ConfigError, ("teacher.error_rate=2.0",)),
+])
+def test_factory_user_errors(overrides, error, names):
+  with pytest.raises(error) as info:
+    make_teacher(_teacher_config(**overrides))
+  _one_line_user_error(info, *names)
+
+
+def test_sampling_args_and_missing_torch_are_user_errors(monkeypatch):
+  with pytest.raises(errors.ConfigError) as info:
+    check_sampling_args(num_samples=2, temperature=0.0, top_p=1.0, max_new_tokens=8)
+  _one_line_user_error(info, "teacher.num_samples=2", "teacher.temperature")
+  monkeypatch.setitem(sys.modules, "torch", None)
+  monkeypatch.delitem(sys.modules, "sciqa_jax.teacher.hf", raising=False)
+  with pytest.raises(errors.UserError) as info:
+    make_teacher(_teacher_config(backend="hf", model="some/model"))
+  _one_line_user_error(info, "teacher.backend='hf'", "pip install")
+
+
+def test_http_unreachable_server_is_a_user_error(server):
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+  teacher = http_teacher.HttpTeacher(f"http://127.0.0.1:{port}/v1", "tiny", max_retries=0)
+  with pytest.raises(errors.UserError) as info:
+    teacher.complete(["anyone?"])
+  _one_line_user_error(info, f"127.0.0.1:{port}", "teacher.base_url")
+
+
+def test_few_shot_file_errors_are_user_errors(tmp_path):
+  from sciqa_jax.teacher import prompts
+  with pytest.raises(errors.MissingFileError) as info:
+    prompts.load_exemplars(str(tmp_path / "shots.jsonl"))
+  _one_line_user_error(info, "teacher.few_shot_path=", "shots.jsonl")
+  (tmp_path / "shots.jsonl").write_text("{broken\n")
+  with pytest.raises(errors.DataError) as info:
+    prompts.load_exemplars(str(tmp_path / "shots.jsonl"))
+  _one_line_user_error(info, "shots.jsonl:1", "invalid JSON")

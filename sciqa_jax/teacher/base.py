@@ -22,9 +22,14 @@ import dataclasses
 import importlib
 from typing import Protocol, Sequence, runtime_checkable
 
+from sciqa_jax import errors
 from sciqa_jax.data.example import Example
 
 BACKENDS = ("template", "hf", "jax_t5", "http", "import")
+
+
+class MissingDependencyError(errors.UserError, ImportError):
+  """A backend's optional dependency (PyTorch) is not installed; the message says how to."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,16 +81,17 @@ def check_sampling_args(num_samples: int, temperature: float, top_p: float,
   defeats diverse reasoning; it is rejected with the config keys to change.
   """
   if num_samples < 1:
-    raise ValueError(f"teacher.num_samples={num_samples} must be >= 1")
+    raise errors.ConfigError(f"teacher.num_samples={num_samples} must be >= 1")
   if temperature < 0:
-    raise ValueError(f"teacher.temperature={temperature} must be >= 0 (0 = greedy)")
+    raise errors.ConfigError(f"teacher.temperature={temperature} must be >= 0 (0 = greedy)")
   if temperature == 0 and num_samples > 1:
-    raise ValueError(f"teacher.num_samples={num_samples} needs sampling: set teacher.temperature "
-                     "> 0 (e.g. 0.7); greedy decoding (temperature 0) gives one completion")
+    raise errors.ConfigError(f"teacher.num_samples={num_samples} needs sampling: set "
+                             "teacher.temperature > 0 (e.g. 0.7); greedy decoding (temperature 0) "
+                             "gives one completion")
   if not 0.0 < top_p <= 1.0:
-    raise ValueError(f"teacher.top_p={top_p} must lie in (0, 1]")
+    raise errors.ConfigError(f"teacher.top_p={top_p} must lie in (0, 1]")
   if max_new_tokens < 1:
-    raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
+    raise errors.ConfigError(f"max_new_tokens={max_new_tokens} must be >= 1")
 
 
 def _import_backend(module: str, backend: str):
@@ -94,7 +100,7 @@ def _import_backend(module: str, backend: str):
     return importlib.import_module(module)
   except ModuleNotFoundError as e:
     if e.name and e.name.split(".")[0] == "torch":
-      raise ImportError(
+      raise MissingDependencyError(
           f"teacher.backend={backend!r} needs PyTorch, which is not installed. Install the CPU "
           "wheel with `pip install torch==2.13.0` (or a CUDA build matching your GPU), then "
           "`pip install -e .[teacher]`.") from e
@@ -116,14 +122,16 @@ def make_teacher(teacher_config, seed: int = 0) -> CompletionTeacher | ExampleTe
     return template.TemplateTeacher(error_rate=teacher_config.error_rate, seed=seed)
   if backend == "import":
     if not teacher_config.model:
-      raise ValueError("teacher.backend='import' needs teacher.model = the JSONL file of rationales")
+      raise errors.ConfigError("teacher.backend='import' needs teacher.model = the JSONL file of "
+                               "rationales")
     importer = importlib.import_module("sciqa_jax.teacher.importer")
     return importer.ImportedRationales(path=teacher_config.model)
   if backend not in BACKENDS:
-    raise ValueError(f"unknown teacher.backend={backend!r}; choose one of {', '.join(BACKENDS)}")
+    raise errors.ConfigError(f"unknown teacher.backend={backend!r}; choose one of "
+                             f"{', '.join(BACKENDS)}")
   if not teacher_config.model:
     what = "the model name the server serves" if backend == "http" else "a hub id or local dir"
-    raise ValueError(f"teacher.backend={backend!r} needs teacher.model = {what}")
+    raise errors.ConfigError(f"teacher.backend={backend!r} needs teacher.model = {what}")
   if backend == "hf":
     hf = _import_backend("sciqa_jax.teacher.hf", backend)
     return hf.TransformersTeacher(teacher_config.model, batch_size=teacher_config.batch_size,

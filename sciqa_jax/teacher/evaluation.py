@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 
+from sciqa_jax import errors
 from sciqa_jax.data.example import Example
 from sciqa_jax.data.formatting import format_question
 from sciqa_jax.statistics import EvalResult, majority_vote, result_from_predictions
@@ -59,8 +60,8 @@ def evaluate_teacher(teacher, examples: Sequence[Example], task, teacher_config,
   if max_examples:
     examples = examples[:max_examples]
   if not examples:
-    raise ValueError("no examples to evaluate: the split is empty (check data.source / data.path "
-                     "and the split name)")
+    raise errors.DataError("no examples to evaluate: the split is empty (check data.source / "
+                           "data.path and the split name)")
   exemplars = ()
   if teacher_config.prompt_style == prompts.FEW_SHOT_COT and not is_example_teacher(
       teacher):

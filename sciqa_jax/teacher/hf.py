@@ -26,7 +26,8 @@ from typing import Sequence
 import torch
 import transformers
 
-from sciqa_jax.teacher.base import check_sampling_args
+from sciqa_jax import errors
+from sciqa_jax.teacher.base import MissingDependencyError, check_sampling_args
 
 # Fraction of GPU memory the weights may take before the model is spread over devices; the rest
 # is left for activations and the KV cache of a batch.
@@ -61,10 +62,14 @@ class TransformersTeacher:
       dtype: weight/compute dtype; default bf16 on a bf16-capable GPU, else fp32.
     """
     if batch_size < 1:
-      raise ValueError(f"teacher.batch_size={batch_size} must be >= 1")
+      raise errors.ConfigError(f"teacher.batch_size={batch_size} must be >= 1")
     self.name = f"hf:{model}"
     self.batch_size = batch_size
-    config = transformers.AutoConfig.from_pretrained(model)
+    try:
+      config = transformers.AutoConfig.from_pretrained(model)
+    except OSError as e:  # not a local dir with config.json, not a reachable hub id
+      raise errors.MissingFileError(f"teacher.model={model!r}: cannot load its config ({e})"
+                                    ) from e
     self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
     model_cls = (transformers.AutoModelForSeq2SeqLM if self.is_encoder_decoder
                  else transformers.AutoModelForCausalLM)
@@ -74,8 +79,8 @@ class TransformersTeacher:
       self.tokenizer.padding_side = "left"
     if self.tokenizer.pad_token is None:
       if self.tokenizer.eos_token is None:
-        raise ValueError(f"the tokenizer of {model!r} has neither a pad nor an EOS token; add a "
-                         "pad_token to its tokenizer_config.json")
+        raise errors.ConfigError(f"teacher.model={model!r}: its tokenizer has neither a pad nor an "
+                                 "EOS token; add a pad_token to its tokenizer_config.json")
       self.tokenizer.pad_token = self.tokenizer.eos_token
     self.use_chat_template = bool(use_chat_template and self.tokenizer.chat_template)
 
@@ -93,7 +98,7 @@ class TransformersTeacher:
         try:
           import accelerate  # noqa: F401  (device_map="auto" is implemented by accelerate)
         except ModuleNotFoundError as e:
-          raise ImportError(
+          raise MissingDependencyError(
               f"{model!r} needs {needed / 2**30:.1f} GiB of weights but one GPU has "
               f"{available / 2**30:.1f} GiB; `pip install accelerate` so the model can be spread "
               "over the GPUs (device_map='auto')") from e

@@ -106,14 +106,14 @@ class HttpTeacher:
     """
     parsed = urllib.parse.urlparse(base_url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-      raise ValueError(f"teacher.base_url={base_url!r} must be an http(s) URL such as "
-                       "http://127.0.0.1:8000/v1")
+      raise errors.ConfigError(f"teacher.base_url={base_url!r} must be an http(s) URL such as "
+                               "http://127.0.0.1:8000/v1")
     if not model:
-      raise ValueError("teacher.model must name the model the server serves")
+      raise errors.ConfigError("teacher.model must name the model the server serves")
     if max_in_flight < 1:
-      raise ValueError(f"teacher.max_in_flight={max_in_flight} must be >= 1")
+      raise errors.ConfigError(f"teacher.max_in_flight={max_in_flight} must be >= 1")
     if max_retries < 0:
-      raise ValueError(f"teacher.max_retries={max_retries} must be >= 0")
+      raise errors.ConfigError(f"teacher.max_retries={max_retries} must be >= 0")
     self.name = f"http:{model}"
     self.model = model
     self.chat = chat

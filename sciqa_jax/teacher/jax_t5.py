@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import jax
 from jax.sharding import NamedSharding
 
+from sciqa_jax import errors
 from sciqa_jax import inference
 from sciqa_jax import models
 from sciqa_jax import sharding
@@ -57,11 +58,12 @@ class JaxT5Teacher:
       parallelism: "data" (weights replicated on every local device) or "fsdp" (sharded).
     """
     if batch_size < 1:
-      raise ValueError(f"teacher.batch_size={batch_size} must be >= 1")
+      raise errors.ConfigError(f"teacher.batch_size={batch_size} must be >= 1")
     if max_input_length < 1:
-      raise ValueError(f"teacher.max_input_length={max_input_length} must be >= 1")
+      raise errors.ConfigError(f"teacher.max_input_length={max_input_length} must be >= 1")
     if parallelism not in PARALLELISMS:
-      raise ValueError(f"teacher.parallelism={parallelism!r}; expected one of {PARALLELISMS}")
+      raise errors.ConfigError(f"teacher.parallelism={parallelism!r}; expected one of "
+                               f"{PARALLELISMS}")
     on_accelerator = jax.default_backend() != "cpu"
     dtype = dtype or ("bfloat16" if on_accelerator else "float32")
     self.name = f"jax_t5:{model}"
@@ -98,6 +100,7 @@ class JaxT5Teacher:
       generated = self.runner.generate(_MODEL, list(prompts), jax.random.PRNGKey(seed),
                                        max_new_tokens=max_new_tokens, **sampling)
     except inference.InputTooLongError as e:
-      raise ValueError(f"prompt {e} tokens (teacher.max_input_length={self.max_input_length}): "
-                       "raise it or shorten the prompt, e.g. fewer few-shot exemplars") from None
+      raise errors.ConfigError(
+          f"prompt {e} tokens (teacher.max_input_length={self.max_input_length}): raise it or "
+          "shorten the prompt, e.g. fewer few-shot exemplars") from None
     return [[g.text for g in samples] for samples in generated]

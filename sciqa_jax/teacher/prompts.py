@@ -19,9 +19,11 @@ Three styles (`teacher.prompt_style`):
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Sequence
 
+from sciqa_jax import errors
 from sciqa_jax.data import loaders
 from sciqa_jax.data.example import Example
 from sciqa_jax.data.formatting import format_choice, format_question
@@ -54,15 +56,19 @@ def load_exemplars(path: str) -> list[Exemplar]:
 
   Each line: `{"question": str, "rationale": str, "answer": str, optional "context": str,
   optional "choices": {"label": [...], "text": [...]} or [{"label", "text"}]}`; for multiple choice
-  `answer` is a label. Errors name the file and line.
+  `answer` is a label. Errors name the file and line (errors.DataError; a missing file is
+  errors.MissingFileError).
   """
+  if not os.path.isfile(path):
+    raise errors.MissingFileError(f"teacher.few_shot_path={path!r}: no such JSONL file of "
+                                  "few-shot exemplars")
   exemplars = []
   for location, row in loaders.iter_local_rows(path):
     if isinstance(row, loaders.BadRecord):
-      raise ValueError(f"{location}: {row.reason}")
+      raise errors.DataError(f"{location}: {row.reason}")
     missing = [key for key in ("question", "rationale", "answer") if not row.get(key)]
     if missing:
-      raise ValueError(f"{location}: few-shot exemplar lacks {', '.join(missing)}")
+      raise errors.DataError(f"{location}: few-shot exemplar lacks {', '.join(missing)}")
     choices: tuple[tuple[str, str], ...] = ()
     raw = row.get("choices")
     if isinstance(raw, dict):
@@ -71,13 +77,13 @@ def load_exemplars(path: str) -> list[Exemplar]:
       choices = tuple((str(c["label"]), str(c["text"])) for c in raw)
     answer = str(row["answer"])
     if choices and answer not in dict(choices):
-      raise ValueError(f"{location}: exemplar answer {answer!r} is not among its choice labels "
-                       f"{[label for label, _ in choices]}")
+      raise errors.DataError(f"{location}: exemplar answer {answer!r} is not among its choice "
+                             f"labels {[label for label, _ in choices]}")
     example = Example(id=f"exemplar-{len(exemplars)}", question=str(row["question"]),
                       choices=choices, answer=answer, context=str(row.get("context", "")))
     exemplars.append(Exemplar(example, str(row["rationale"]).strip()))
   if not exemplars:
-    raise ValueError(f"{path}: no few-shot exemplars")
+    raise errors.DataError(f"{path}: no few-shot exemplars (teacher.few_shot_path)")
   return exemplars
 
 
@@ -88,13 +94,15 @@ def rationale_prompt(example: Example, style: str, exemplars: Sequence[Exemplar]
     return f"Q: {question}\nA: {STEP_BY_STEP}"
   if style == FEW_SHOT_COT:
     if not exemplars:
-      raise ValueError("teacher.prompt_style='few_shot_cot' needs exemplars (teacher.few_shot_path)")
+      raise errors.ConfigError("teacher.prompt_style='few_shot_cot' needs exemplars "
+                               "(teacher.few_shot_path)")
     shots = "\n\n".join(exemplar.render() for exemplar in exemplars)
     return f"{shots}\n\nQ: {question}\nA:"
   if style == RATIONALIZE:
     return (f"Q: {question}\nThe correct answer is {format_choice(example)}. Explain why.\n"
             f"A: {STEP_BY_STEP}")
-  raise ValueError(f"unknown teacher.prompt_style={style!r}; expected one of {PROMPT_STYLES}")
+  raise errors.ConfigError(f"unknown teacher.prompt_style={style!r}; expected one of "
+                           f"{PROMPT_STYLES}")
 
 
 def answer_prompt(example: Example, rationale: str, style: str,
@@ -104,7 +112,8 @@ def answer_prompt(example: Example, rationale: str, style: str,
     return f"{rationale_prompt(example, style, exemplars)} {rationale} {ANSWER_TRIGGER}"
   if style in (ZERO_SHOT_COT, RATIONALIZE):
     return f"Q: {format_question(example)}\nA: {STEP_BY_STEP} {rationale}\n{ANSWER_TRIGGER}"
-  raise ValueError(f"unknown teacher.prompt_style={style!r}; expected one of {PROMPT_STYLES}")
+  raise errors.ConfigError(f"unknown teacher.prompt_style={style!r}; expected one of "
+                           f"{PROMPT_STYLES}")
 
 
 def split_completion(text: str) -> tuple[str, str | None]:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from sciqa_jax import errors
 from sciqa_jax.data import science
 from sciqa_jax.data.example import Example
 from sciqa_jax.teacher.base import TeacherOutput
@@ -194,7 +195,7 @@ class TemplateTeacher:
 
   def __init__(self, error_rate: float = 0.0, seed: int = 0):
     if not 0.0 <= error_rate <= 1.0:
-      raise ValueError(f"teacher.error_rate={error_rate} must lie in [0, 1]")
+      raise errors.ConfigError(f"teacher.error_rate={error_rate} must lie in [0, 1]")
     self.error_rate = float(error_rate)
     self.seed = int(seed)
 
@@ -202,15 +203,15 @@ class TemplateTeacher:
               ) -> list[list[TeacherOutput]]:
     """Per example, `num_samples` rationales (duplicates possible) with the concluded label."""
     if num_samples < 1:
-      raise ValueError(f"teacher.num_samples={num_samples} must be >= 1")
+      raise errors.ConfigError(f"teacher.num_samples={num_samples} must be >= 1")
     return [[self._explain_one(example, sample, seed) for sample in range(num_samples)]
             for example in examples]
 
   def _explain_one(self, example: Example, sample: int, seed: int) -> TeacherOutput:
     if not example.solution:
-      raise ValueError(f"the template teacher needs worked solution steps, and example "
-                       f"{example.id!r} has none: it only explains the built-in tasks; use "
-                       "teacher.backend=hf/http/import for real data")
+      raise errors.ConfigError(f"the template teacher needs worked solution steps, and example "
+                               f"{example.id!r} has none: it only explains the built-in tasks; "
+                               "use teacher.backend=hf/http/import for real data")
     key = f"template/{self.seed}/{seed}/{example.id}/{sample}"  # str seeds hash stably
     style = random.Random(key + "/style")
     error_rng = random.Random(key + "/error")
@@ -221,9 +222,9 @@ class TemplateTeacher:
       family = None
     if family is None:
       if self.error_rate > 0:
-        raise ValueError(f"teacher.error_rate={self.error_rate}: deliberate errors exist only for "
-                         f"the built-in science task, not for example {example.id!r}; set "
-                         "teacher.error_rate=0")
+        raise errors.ConfigError(f"teacher.error_rate={self.error_rate}: deliberate errors exist "
+                                 f"only for the built-in science task, not for example "
+                                 f"{example.id!r}; set teacher.error_rate=0")
       return TeacherOutput(rationale=" ".join(example.solution), answer_text=example.answer)
     work = science.parse_solution(example)
     error = error_rng if wrong else None
