@@ -418,3 +418,19 @@ def test_metrics_rows_after_a_resume_between_two_rows_equal_the_uninterrupted_ru
     for got, want in zip(rows, reference):
       assert {k: v for k, v in got.items() if k not in timing} == \
           {k: v for k, v in want.items() if k not in timing}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override, message", [
+    ("--config.train.batch_size=0", "train.py: error: train.batch_size=0 is out of range"),
+    ("--config.cache_dir=/nowhere/cache", "train.py: error: no rationale cache at '/nowhere/cache'"),
+])
+def test_train_py_user_errors_are_one_line(cache_dir, tmp_path, override, message):
+  config_path = tmp_path / "tiny.py"
+  config_path.write_text(textwrap.dedent(CONFIG_FILE.format(cache_dir=cache_dir)))
+  result = subprocess.run([*_train_cmd(config_path, tmp_path / "run"), override],
+                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
+                          timeout=300)
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 1, result.stderr
+  assert lines[0].startswith(message) and "Traceback" not in result.stderr
