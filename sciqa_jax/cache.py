@@ -29,9 +29,34 @@ producing_config`); a run whose settings differ is refused with the differing ke
 cache never mixes two teachers or prompt styles. `splits[split]["examples_sha256"]` fingerprints
 the loaded examples, catching data files edited between runs.
 
-Only one process writes a cache (process 0 of a multi-host job). Readers use `read_records`:
-every record of a split, in shard order, on every host (the trainer splits the tokenised rows
-between hosts itself, see `input_pipeline.host_rows`). Readers trust nothing on disk: every shard's
+Several processes (generate.py on a pod slice, or with --num_processes; `CacheWriter(processes=,
+mode=)`). Process 0 alone reads and writes the manifest; the others adopt its content at each sync
+point (`processes.allgather`), so every process skips the same shards and sees the same counts.
+Per split:
+  1. start: process 0 deletes stale `.tmp` files, merges any process records a killed run left
+     (below), verifies every listed shard and saves the manifest; then every process takes it.
+     Nobody writes a shard before this point, so the cleaning never races a writer;
+  2. shards, by `teacher.multiprocess`:
+       replicas  every process runs its own teacher and writes the shards it owns, p, p + P, ...
+                 (needs a cache_dir every host sees, e.g. NFS). Shard files are written exactly
+                 as above (temp + fsync + rename); process 0 records its own in the manifest,
+                 process p > 0 in its *process record* `<split>/process-<p:05d>.json` (the
+                 producing config, the examples' fingerprint and its shards' entries, rewritten
+                 atomically after each shard). No two processes write one file at once;
+       sharded   one teacher spans every process's devices; every process runs every batch and
+                 process 0 alone writes (the other hosts need not see the cache);
+  3. collect (a barrier): process 0 verifies the shards the process records list, adds them to the
+     manifest, saves it, and only then deletes the records; every process takes the manifest;
+  4. finish: process 0 marks the split complete.
+A SIGKILL anywhere leaves complete shard files, a valid manifest and valid process records; the
+restart of all processes (any process count) merges the records a killed run left at step 1 and
+redoes only the shards no one recorded, so the manifest ends as an uninterrupted run's. The entries
+are the same whichever process wrote a shard and the manifest is written with sorted keys, so it is
+byte-identical to a single-process run's. A user error (or any exception) in one process's step
+is raised on every process at the next sync point (`run_together`) instead of leaving them waiting.
+
+Readers use `read_records`: every record of a split, in shard order, on every host (the trainer
+splits the tokenised rows between hosts itself, see `input_pipeline.host_rows`). Readers trust nothing on disk: every shard's
 sha256 and record count are checked against the manifest before its records are used, and a
 damaged manifest or shard is an `errors.CorruptFileError` naming the file (rerunning generate.py
 with the same config rewrites a damaged shard).
@@ -45,7 +70,7 @@ import json
 import logging
 import os
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -240,47 +265,114 @@ def sum_counts(counts: Sequence[Mapping[str, int]]) -> dict[str, int]:
   return total
 
 
-class CacheWriter:
-  """Writes one cache directory shard by shard, resuming where an earlier run stopped.
+MULTIPROCESS_MODES = ("replicas", "sharded")
+PROCESS_RECORD = "process-{index:05d}.json"  # a replicas-mode process's completed shards
 
-  Usage: `done = writer.start_split(split, examples, num_shards)`, then `write_shard` for every
-  shard index not in `done`, then `finish_split(split)`.
+
+class SingleProcess:
+  """The process group of a one-process run (`sharding.ProcessGroup` is a JAX job's)."""
+
+  index, count = 0, 1
+
+  def allgather(self, value: Any) -> list[Any]:
+    return [value]
+
+
+def _user_error_class(name: str) -> type:
+  """The `errors.UserError` subclass called `name` (UserError itself if there is none)."""
+  pending = [errors.UserError]
+  while pending:
+    cls = pending.pop()
+    if cls.__name__ == name:
+      return cls
+    pending.extend(cls.__subclasses__())
+  return errors.UserError
+
+
+def run_together(processes, work: Callable[[], Any]) -> Any:
+  """`work()` on this process, then a sync point: if any process's `work` raised, every process
+  raises (the same user error, by kind and message), so one process's mistake ends the job with
+  one line instead of leaving the others waiting at the next sync point until JAX times out."""
+  error, failure = None, None
+  try:
+    result = work()
+  except Exception as e:  # pylint: disable=broad-except  (re-raised below, here and elsewhere)
+    error, result = e, None
+    failure = [type(e).__name__, str(e), isinstance(e, errors.UserError)]
+  failures = processes.allgather(failure)
+  if error is not None:
+    raise error
+  for index, other in enumerate(failures):
+    if other is not None:
+      name, message, is_user_error = other
+      if is_user_error:
+        raise _user_error_class(name)(message)
+      raise RuntimeError(f"process {index} of the job failed: {name}: {message}")
+  return result
+
+
+class CacheWriter:
+  """Writes one cache directory shard by shard, resuming where an earlier run stopped, from one
+  process or several (module doc, "Several processes").
+
+  Usage: `done = writer.start_split(split, examples, num_shards)`; then
+  `writer.collect_split(split, work)`, where `work()` calls `write_shard` for every shard index
+  not in `done` that this process `owns`; then `finish_split(split)`. Every process of the job
+  makes the same calls in the same order.
   """
 
-  def __init__(self, cache_dir: str, config: Mapping[str, Any], *, read_only: bool = False):
+  def __init__(self, cache_dir: str, config: Mapping[str, Any], *, read_only: bool = False,
+               processes=None, mode: str = "replicas"):
     """Opens `cache_dir` for a run producing records with `config` (created by start_split).
 
     Args:
       cache_dir: the cache directory.
       config: the producing settings (compared with an existing manifest's).
-      read_only: track progress in memory only and write nothing: processes other than 0 of a
-        multi-host job, which must skip the same completed shards as process 0.
+      read_only: track progress in memory only and write nothing.
+      processes: the job's processes (`index`, `count`, `allgather`, e.g.
+        `sharding.ProcessGroup()`); default one process.
+      mode: with several processes, "replicas" (each writes the shards it owns) or "sharded"
+        (every process runs every shard, process 0 alone writes).
 
     Raises:
-      CacheConfigMismatchError: the directory holds a cache made with other settings.
+      CacheConfigMismatchError: the directory holds a cache made with other settings (on every
+        process of the job).
     """
     if not cache_dir:
       raise errors.ConfigError("config.cache_dir is empty: set --config.cache_dir=<dir> for the "
                                "cache")
+    if mode not in MULTIPROCESS_MODES:
+      raise errors.ConfigError(f"teacher.multiprocess={mode!r}; expected one of "
+                               f"{', '.join(MULTIPROCESS_MODES)}")
     self.cache_dir = cache_dir
-    self.read_only = read_only
+    self.processes = processes or SingleProcess()
+    self.mode = mode
+    index = self.processes.index
+    self.read_only = read_only or index != 0  # the manifest: process 0's alone
+    self.writes_shards = not read_only and (index == 0 or mode == "replicas")
     self.config = json.loads(json.dumps(dict(config)))  # JSON-normalised (tuples -> lists)
     self._manifest_path = os.path.join(cache_dir, MANIFEST)
-    if os.path.exists(self._manifest_path):
-      self.manifest = read_manifest(cache_dir)
-      differences = diff_configs(self.manifest.get("config", {}), self.config)
-      if differences:
-        raise CacheConfigMismatchError(
-            f"the cache in {cache_dir!r} was produced with different settings: "
-            + "; ".join(differences)
-            + ". Use another config.cache_dir, delete this one, or restore those settings.")
-      self._saved = _canonical(self.manifest)
-    else:
-      # Written by the first start_split: opening a cache creates nothing, so a run that fails
-      # before its first split leaves no stub directory behind.
-      self.manifest = {"format_version": FORMAT_VERSION, "config": self.config, "splits": {},
-                       "counts": {}}
-      self._saved = None
+    # Written by the first start_split: opening a cache creates nothing, so a run that fails
+    # before its first split leaves no stub directory behind.
+    self.manifest = {"format_version": FORMAT_VERSION, "config": self.config, "splits": {},
+                     "counts": {}}
+    self._saved = None
+    self._mine: dict[str, dict] = {}  # {split: shards this process recorded} (other replicas)
+    # Only process 0 reads the directory; the others adopt its manifest at each sync point
+    # (with sharded teachers their hosts need not see the cache at all).
+    run_together(self.processes, self._open if index == 0 else lambda: None)
+
+  def _open(self) -> None:
+    if not os.path.exists(self._manifest_path):
+      return
+    self.manifest = read_manifest(self.cache_dir)
+    differences = diff_configs(self.manifest.get("config", {}), self.config)
+    if differences:
+      raise CacheConfigMismatchError(
+          f"the cache in {self.cache_dir!r} was produced with different settings: "
+          + "; ".join(differences)
+          + ". Use another config.cache_dir, delete this one, or restore those settings.")
+    self._saved = _canonical(self.manifest)
 
   def _save(self) -> None:
     """Writes the manifest if its content changed since it was last read or written."""
@@ -293,48 +385,114 @@ class CacheWriter:
   def _split_dir(self, split: str) -> str:
     return os.path.join(self.cache_dir, split)
 
+  def _share_manifest(self) -> None:
+    """Every process takes process 0's manifest (a sync point)."""
+    manifest = self.processes.allgather(self.manifest if self.processes.index == 0 else None)[0]
+    if self.processes.index != 0:
+      self.manifest = manifest
+
+  def owns(self, shard: int) -> bool:
+    """Whether this process explains `shard`: replicas take shards p, p + P, ...; a sharded
+    teacher needs every process on every shard."""
+    if self.mode == "sharded":
+      return True
+    return shard % self.processes.count == self.processes.index
+
   def start_split(self, split: str, examples: Sequence[Example], num_shards: int, *,
                   skipped_records: int = 0) -> set[int]:
-    """Registers a split and returns the indices of its shards that are complete and verified.
+    """Registers a split and returns the indices of its shards that are complete and verified
+    (the same set on every process: process 0's).
 
     `skipped_records` (bad records the loader dropped) is noted in the split's manifest entry.
     """
+    def start():
+      if self.processes.index == 0:
+        self._start_split(split, examples, num_shards, skipped_records)
+
+    run_together(self.processes, start)
+    self._share_manifest()
+    self._mine[split] = {}  # process 0 has merged and deleted any earlier record
+    return {int(k) for k in self.manifest["splits"][split]["shards"]}
+
+  def _start_split(self, split: str, examples: Sequence[Example], num_shards: int,
+                   skipped_records: int) -> None:
     split_dir = self._split_dir(split)
-    if not self.read_only:
-      if not os.path.isdir(split_dir):
-        os.makedirs(split_dir)
-      for name in os.listdir(split_dir):
-        if name.endswith(".tmp"):  # left by a killed run: never complete, never listed
-          os.remove(os.path.join(split_dir, name))
     fingerprint = examples_fingerprint(examples)
     entry = self.manifest["splits"].get(split)
     if entry is not None and entry.get("examples_sha256") != fingerprint:
       raise CacheConfigMismatchError(
           f"the examples of split {split!r} differ from those the cache in {self.cache_dir!r} was "
           "started with (the data changed); use another config.cache_dir or delete this one")
+    if not self.read_only:
+      if not os.path.isdir(split_dir):
+        os.makedirs(split_dir)
+      for name in os.listdir(split_dir):
+        # Left by a killed run: never complete, never listed. No other process writes yet (they
+        # wait for this process's manifest).
+        if name.endswith(".tmp"):
+          os.remove(os.path.join(split_dir, name))
     if entry is None:
       entry = {"num_examples": len(examples), "num_shards": num_shards,
                "examples_sha256": fingerprint, "bad_records_skipped": skipped_records,
                "complete": False, "shards": {}}
       self.manifest["splits"][split] = entry
-    done = set()
+    records, _ = self._merge_process_records(split)  # a killed multi-process run's last shards
     for key, shard in list(entry["shards"].items()):
       try:
         read_shard(os.path.join(split_dir, shard["file"]), shard)
-        done.add(int(key))
       except errors.CorruptFileError as e:  # missing or damaged: forget it, it will be redone
         logging.warning("%s; regenerating it", e)
         del entry["shards"][key]
         entry["complete"] = False
     self._update_counts(split)
     self._save()
-    return done
+    self._remove(records)
+
+  def _process_record_path(self, split: str) -> str:
+    return os.path.join(self._split_dir(split), PROCESS_RECORD.format(index=self.processes.index))
+
+  def _merge_process_records(self, split: str) -> tuple[list[str], set[str]]:
+    """Adds the shards listed by the split's process records (of this run or a killed one) to
+    the manifest, unverified (callers verify); returns the record files, which the caller
+    deletes once the manifest holding their shards is saved, and the shard keys added."""
+    split_dir = self._split_dir(split)
+    if self.read_only or not os.path.isdir(split_dir):
+      return [], set()
+    entry = self.manifest["splits"][split]
+    paths = sorted(os.path.join(split_dir, name) for name in os.listdir(split_dir)
+                   if name.startswith("process-") and name.endswith(".json"))
+    added = set()
+    for path in paths:
+      try:
+        with open(path, encoding="utf-8") as f:
+          record = json.load(f)
+        if record["config"] != self.config or \
+            record["examples_sha256"] != entry["examples_sha256"]:
+          continue  # another config's leftovers: its shards are redone
+        shards = dict(record["shards"])
+      except (OSError, ValueError, KeyError, TypeError) as e:
+        logging.warning("ignoring the damaged process record %s (%s): its shards are redone",
+                        path, e)
+        continue
+      for key, info in shards.items():
+        if int(key) < entry["num_shards"]:
+          entry["shards"][key] = info
+          added.add(key)
+    return paths, added
+
+  def _remove(self, paths: Sequence[str]) -> None:
+    for path in paths:
+      try:
+        os.remove(path)
+      except FileNotFoundError:
+        pass
 
   def write_shard(self, split: str, index: int, records: Sequence[RationaleRecord],
                   counts: Mapping[str, int]) -> None:
-    """Writes shard `index` of `split` atomically and records it in the manifest."""
+    """Writes shard `index` of `split` atomically and records it: in the manifest (process 0),
+    in this process's record (other replicas), or only in memory (sharded, other processes)."""
     checksum = ""
-    if not self.read_only:
+    if self.writes_shards:
       final = os.path.join(self._split_dir(split), shard_name(index))
       tmp = final + ".tmp"
       with tf.io.TFRecordWriter(tmp) as writer:
@@ -343,11 +501,43 @@ class CacheWriter:
       _fsync_file(tmp)
       os.replace(tmp, final)
       checksum = sha256_file(final)
-    self.manifest["splits"][split]["shards"][str(index)] = {
-        "file": shard_name(index), "records": len(records), "sha256": checksum,
-        "counts": dict(counts)}
+    entry = self.manifest["splits"][split]
+    info = {"file": shard_name(index), "records": len(records), "sha256": checksum,
+            "counts": dict(counts)}
+    entry["shards"][str(index)] = info
     self._update_counts(split)
     self._save()
+    if self.writes_shards and self.processes.index != 0:
+      mine = self._mine.setdefault(split, {})
+      mine[str(index)] = info
+      _write_json_atomic(self._process_record_path(split), {
+          "config": self.config, "examples_sha256": entry["examples_sha256"], "shards": mine})
+
+  def collect_split(self, split: str, work: Callable[[], Any]) -> None:
+    """Runs `work()` (this process's `write_shard` calls for `split`), then waits for every
+    process: process 0 adds the other replicas' shards to the manifest, verified, and every
+    process takes that manifest. An error in any process's `work` is raised on all of them."""
+    run_together(self.processes, work)
+    if self.processes.count == 1:
+      return
+    if self.mode == "replicas":
+      run_together(self.processes,
+                   lambda: self._merge_split(split) if self.processes.index == 0 else None)
+    self._share_manifest()
+
+  def _merge_split(self, split: str) -> None:
+    records, added = self._merge_process_records(split)
+    entry = self.manifest["splits"][split]
+    for key in sorted(added, key=int):
+      shard = entry["shards"][key]
+      try:
+        read_shard(os.path.join(self._split_dir(split), shard["file"]), shard)
+      except errors.CorruptFileError as e:  # finish_split names what is missing
+        logging.warning("%s; it is redone by the next run", e)
+        del entry["shards"][key]
+    self._update_counts(split)
+    self._save()
+    self._remove(records)
 
   def finish_split(self, split: str) -> dict[str, int]:
     """Marks a split complete (all its shards written) and returns its total counts."""

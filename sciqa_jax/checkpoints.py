@@ -45,6 +45,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from sciqa_jax import errors
+from sciqa_jax.data.registry import canonical_task_name
 from sciqa_jax.models import T5, T5Config
 from sciqa_jax.tokenizer import load_tokenizer
 
@@ -53,7 +54,10 @@ from sciqa_jax.tokenizer import load_tokenizer
 MODEL_KEYS = ("init", "pretrained", "tokenizer", "tokenizer_vocab_size", "d_model", "d_kv", "d_ff",
               "num_layers", "num_decoder_layers", "num_heads", "feed_forward_proj",
               "tie_word_embeddings", "param_dtype")
-OBJECTIVE_KEYS = ("name", "shared_student", "stage2_rationales")
+OBJECTIVE_KEYS = ("name", "shared_student", "stage2_rationales", "answer_source")
+# Settings that choose the training rows: batch k of a resumed run is batch k of the same rows
+# only if these are unchanged (the task is compared by its registry key, aliases allowed).
+DATA_KEYS = ("train_split", "train_subsample")
 VAL_METRIC = "val_accuracy"
 # The data-iterator item of checkpoints written before the data position was the step: never
 # written nor read, its handler only keeps orbax from warning about the directory.
@@ -135,11 +139,18 @@ def first_shape_difference(saved: dict, current: dict, item: str = "params") -> 
 
 
 def check_compatible(saved_config: dict, config: dict) -> None:
-  """Raises CheckpointMismatchError naming the first differing model / objective key."""
-  for section, keys in (("model", MODEL_KEYS), ("objective", OBJECTIVE_KEYS)):
+  """Raises CheckpointMismatchError naming the first differing model / objective / data key (or
+  the task). A key the saved config lacks (written before the setting existed) is not compared."""
+  if "task" in saved_config and \
+      canonical_task_name(saved_config["task"]) != canonical_task_name(config.get("task", "")):
+    raise CheckpointMismatchError(
+        f"the checkpoint was made for task {saved_config['task']!r} but this run's task is "
+        f"{config.get('task')!r}: use another --workdir or the same task")
+  for section, keys in (("model", MODEL_KEYS), ("objective", OBJECTIVE_KEYS),
+                        ("data", DATA_KEYS)):
     saved, current = saved_config.get(section, {}), config.get(section, {})
     for key in keys:
-      if saved.get(key) != current.get(key):
+      if key in saved and saved[key] != current.get(key):
         raise CheckpointMismatchError(
             f"the checkpoint was made with {section}.{key}={saved.get(key)!r} but this run has "
             f"{section}.{key}={current.get(key)!r}: use another --workdir or the same {section} "

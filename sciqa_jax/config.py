@@ -41,17 +41,25 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.eval_split = "validation"  # model selection only ever uses this split
   c.data.skip_bad_records = False
   c.data.max_examples = 0  # 0 = all; >0 truncates every split (smoke tests)
+  # N > 0: train on N training questions only, drawn by config.seed, with all their rationales
+  # (Fine-tune-CoT's 8/32/128-shot ablations); nested: a seed's 8 questions are among its 32.
+  # Evaluation splits are never subsampled (sciqa_jax.input_pipeline.subsample_questions).
+  c.data.train_subsample = 0
 
   # ---- the teacher and the rationale cache (generate.py) ----------------------------------
   c.cache_dir = ""  # TFRecord rationale cache; train/evaluate read it
   c.teacher = ml_collections.ConfigDict()
   c.teacher.backend = "template"  # template | hf | jax_t5 | http | import
   c.teacher.model = ""  # hub id or local dir (hf, jax_t5), model name (http), JSONL path (import)
+  # import backend: the layout of teacher.model, never guessed (sciqa_jax/teacher/adapters.py):
+  # jsonl ({"id", "rationale", "answer"}), fine_tune_cot (its completion file), step_by_step
+  # (distilling step-by-step's llm/ directory of <split>_CoT_<k>.json)
+  c.teacher.import_format = "jsonl"
   c.teacher.base_url = ""  # http backend: e.g. http://127.0.0.1:8000/v1
   c.teacher.api_key_env = "OPENAI_API_KEY"  # http backend: env var holding the key
   c.teacher.chat = False  # http backend: /v1/chat/completions instead of /v1/completions
   c.teacher.prompt_style = "zero_shot_cot"  # zero_shot_cot | few_shot_cot | rationalize
-  c.teacher.few_shot_path = ""  # few_shot_cot: JSONL exemplars
+  c.teacher.few_shot_path = ""  # few_shot_cot: JSONL exemplars; "" = the task's shipped ones
   c.teacher.num_samples = 1  # diverse reasoning: N rationales per question
   c.teacher.temperature = 0.0  # 0 = greedy (then num_samples must be 1)
   c.teacher.top_p = 1.0
@@ -64,6 +72,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.teacher.use_chat_template = True  # hf backend: wrap prompts in the tokenizer's chat template
   c.teacher.max_input_length = 1024  # jax_t5 backend: longest prompt in tokens (longer = error)
   c.teacher.parallelism = "data"  # jax_t5 backend: weights replicated (data) or sharded (fsdp)
+  # jax_t5 backend, several processes (a pod slice, or --num_processes): "replicas" = every
+  # process runs its own teacher on its local devices and explains shards p, p+P, ...; "sharded"
+  # = one teacher over every process's devices (with parallelism=fsdp: a model larger than one
+  # host), all processes running each batch together (sciqa_jax/cache.py's docstring).
+  c.teacher.multiprocess = "replicas"
   c.teacher.keep = "correct"  # correct | all
   c.teacher.error_rate = 0.0  # template teacher only: fraction of deliberately wrong rationales
   c.teacher.splits = ("train",)  # splits to explain
@@ -97,6 +110,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.objective.shared_student = False
   c.objective.step_by_step_alpha = 0.5
   c.objective.stage2_rationales = "teacher"  # teacher | student | mix
+  # The answers the students learn to write: the dataset's (gold) or the teacher's own, as parsed
+  # into the cache (teacher; distilling step-by-step's option, differs with teacher.keep=all).
+  c.objective.answer_source = "gold"  # gold | teacher
 
   # ---- training (train.py) -----------------------------------------------------------------
   c.train = ml_collections.ConfigDict()
@@ -160,8 +176,10 @@ def base_config() -> ml_collections.ConfigDict:
 CHOICES = {
     "data.source": ("builtin", "hf", "tfds", "local"),
     "teacher.backend": ("template", "hf", "jax_t5", "http", "import"),
+    "teacher.import_format": ("jsonl", "fine_tune_cot", "step_by_step"),
     "teacher.prompt_style": ("zero_shot_cot", "few_shot_cot", "rationalize"),
     "teacher.parallelism": ("data", "fsdp"),
+    "teacher.multiprocess": ("replicas", "sharded"),
     "teacher.keep": ("correct", "all"),
     "model.init": ("random", "pretrained"),
     "model.feed_forward_proj": ("relu", "gelu", "gelu_new", "silu", "gated-relu", "gated-gelu",
@@ -170,6 +188,7 @@ CHOICES = {
     "model.param_dtype": ("float32", "bfloat16", "float16"),
     "objective.name": ("two_stage", "fine_tune_cot", "step_by_step", "answer_only"),
     "objective.stage2_rationales": ("teacher", "student", "mix"),
+    "objective.answer_source": ("gold", "teacher"),
     "train.optimizer": ("adafactor", "adamw"),
     "train.schedule": ("constant", "linear", "cosine", "rsqrt"),
     "train.parallelism": ("data", "fsdp"),
@@ -210,6 +229,7 @@ _PROBABILITY = _number(0, 1)
 RULES: dict[str, Rule] = {
     "seed": _int_from(0),
     "data.max_examples": _int_from(0),
+    "data.train_subsample": _int_from(0),
     "teacher.num_samples": _int_from(1),
     "teacher.temperature": _number(0),
     "teacher.top_p": _number(0, 1, above=True),

@@ -1,4 +1,5 @@
-"""Fixed-shape generation for T5: greedy, sampling and beam search over the KV cache.
+"""Fixed-shape generation for T5 (greedy, sampling, beam search) and decoder-only LMs (greedy,
+sampling) over a KV cache.
 
 Every method is one jitted program: the encoder runs once per batch, `T5.init_cache` projects the
 cross-attention keys/values once, and a `lax.while_loop` emits one token per iteration into
@@ -19,16 +20,26 @@ length_penalty` (length counts generated tokens, EOS included) and only enter th
 from the top K candidates; `early_stopping` True / False / "never" keeps HF's meaning (False: stop
 when the best running beam, scored at the current length, cannot beat the worst finished one). The
 same checkpoint and settings therefore give the same best beam as HF `generate(num_beams=K)`.
+
+Decoder-only LMs (`make_lm_generate_fn`, `generate_lm`) take left-padded prompts [B, P]: one
+prefill call writes the whole prompt into a cache of P + max_new_tokens slots (the mask marks the
+pads; positions count real tokens only, as HF's `generate` does), then the same `lax.while_loop`
+emits one token per iteration. `tokens` hold only the new tokens, in the same layout as T5's.
+`generate_lm` left-aligns any padding and pads the prompt length up the `padded_length` ladder, so
+prompts of similar lengths share one compiled program.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from sciqa_jax.models.decoder_only import CausalLM
 from sciqa_jax.models.t5 import T5
 
 METHODS = ("greedy", "sample", "beam")
@@ -268,3 +279,158 @@ def generate(model: T5, params: Any, input_ids: jax.Array, attention_mask: jax.A
   fn = _jitted_generate_fn(model, tuple(sorted(options.items())))
   rng = jax.random.key(0) if rng is None else rng
   return fn(params, jnp.asarray(input_ids, jnp.int32), jnp.asarray(attention_mask, jnp.int32), rng)
+
+
+# ------------------------------------------------------------------------------------------------
+# Decoder-only LMs
+# ------------------------------------------------------------------------------------------------
+LM_METHODS = ("greedy", "sample")
+
+
+def _lm_special_ids(model: CausalLM, eos_token_id, pad_token_id) -> tuple[tuple[int, ...], int]:
+  """(EOS ids, pad id): the arguments, else the config's; pad falls back to the first EOS (HF's
+  rule when a model has no pad token), then 0."""
+  eos = model.config.eos_token_ids if eos_token_id is None else eos_token_id
+  eos = (int(eos),) if isinstance(eos, (int, np.integer)) else tuple(int(e) for e in eos)
+  pad = model.config.pad_token_id if pad_token_id is None else pad_token_id
+  if pad is None:
+    pad = eos[0] if eos else 0
+  return eos, int(pad)
+
+
+def make_lm_generate_fn(model: CausalLM, *, max_new_tokens: int, method: str = "greedy",
+                        temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                        num_samples: int = 1, eos_token_id: int | Sequence[int] | None = None,
+                        pad_token_id: int | None = None):
+  """Returns `fn(params, input_ids, attention_mask, rng) -> GenerateOutput` for a `CausalLM`.
+
+  `input_ids` [B, P] are left-padded prompts (real tokens last in every row; `left_pad` makes
+  them), `attention_mask` their 0/1 mask. Generation stops at any of `eos_token_id` (default the
+  config's; several for Llama 3 chat models) per row; `pad_token_id` (default the config's, else
+  the first EOS) fills the rest. `fn` is pure and closes over static options only: safe to
+  `jax.jit` or `jax.pmap`, and with sharded params under `jax.jit` on a mesh. `rng` is only read
+  by sampling.
+  """
+  if method not in LM_METHODS:
+    raise ValueError(f"generate: method={method!r}; a decoder-only LM supports {LM_METHODS}.")
+  _check_options(method, max_new_tokens, temperature, top_k, top_p, 1, num_samples, False)
+  eos_ids, pad = _lm_special_ids(model, eos_token_id, pad_token_id)
+  eos_array = jnp.asarray(eos_ids if eos_ids else (-1,), jnp.int32)
+  length = max_new_tokens
+  copies = num_samples if method == "sample" else 1
+
+  def prefill(params, input_ids, attention_mask):
+    """Cache of P + length slots holding the prompt, and the logits after its last token."""
+    batch, prompt_length = input_ids.shape
+    _, variables = model.apply({"params": params}, batch, prompt_length + length,
+                               method=CausalLM.init_cache, mutable=["cache"])
+    logits, variables = model.apply({"params": params, "cache": variables["cache"]}, input_ids,
+                                    attention_mask, decode=True, logits_to_keep=1,
+                                    mutable=["cache"])
+    return logits[:, 0], variables["cache"]
+
+  def step(params, cache, token):
+    logits, variables = model.apply({"params": params, "cache": cache}, token[:, None],
+                                    decode=True, mutable=["cache"])
+    return logits[:, 0], variables["cache"]
+
+  def choose(logits, t, rng):
+    if method == "greedy":
+      return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    scaled = _filter_logits(logits / temperature, top_k, top_p)
+    return jax.random.categorical(jax.random.fold_in(rng, t), scaled).astype(jnp.int32)
+
+  def emit(t, logits, tokens, log_probs, done, rng):
+    """Picks step t's token for every row and records it (pad and 0 after a row's EOS)."""
+    token = choose(logits, t, rng)
+    token_lp = jnp.where(done, 0.0, token_log_probs(logits, token))
+    token = jnp.where(done, pad, token)
+    tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, t))
+    log_probs = jax.lax.dynamic_update_slice(log_probs, token_lp[:, None], (0, t))
+    return token, tokens, log_probs, done | jnp.isin(token, eos_array)
+
+  def generate_fn(params, input_ids, attention_mask, rng):
+    batch = input_ids.shape[0]
+    rows = batch * copies
+    logits, cache = prefill(params, input_ids.astype(jnp.int32),
+                            attention_mask.astype(jnp.int32))
+    if copies > 1:  # Prefill B prompts once, then copy their caches per sample.
+      logits = jnp.repeat(logits, copies, axis=0)
+      cache = jax.tree.map(lambda x: jnp.repeat(x, copies, axis=0) if x.ndim else x, cache)
+    tokens = jnp.full((rows, length), pad, jnp.int32)
+    log_probs = jnp.zeros((rows, length), jnp.float32)
+    last, tokens, log_probs, done = emit(0, logits, tokens, log_probs,
+                                         jnp.zeros((rows,), bool), rng)
+
+    def cond(state):
+      t, _, _, done, _, _ = state
+      return (t < length) & ~jnp.all(done)
+
+    def body(state):
+      t, tokens, log_probs, done, last, cache = state
+      logits, cache = step(params, cache, last)
+      last, tokens, log_probs, done = emit(t, logits, tokens, log_probs, done, rng)
+      return t + 1, tokens, log_probs, done, last, cache
+
+    state = (jnp.array(1, jnp.int32), tokens, log_probs, done, last, cache)
+    _, tokens, log_probs, _, _, _ = jax.lax.while_loop(cond, body, state)
+    is_eos = jnp.isin(tokens, eos_array)
+    lengths = jnp.where(is_eos.any(-1), jnp.argmax(is_eos, axis=-1) + 1, length).astype(jnp.int32)
+    return GenerateOutput(tokens.reshape(batch, copies, length),
+                          log_probs.reshape(batch, copies, length), lengths.reshape(batch, copies))
+
+  return generate_fn
+
+
+def left_pad(input_ids: np.ndarray, attention_mask: np.ndarray, length: int,
+             pad_token_id: int) -> tuple[np.ndarray, np.ndarray]:
+  """Host-side: each row's real tokens (mask 1, in order) moved to the end of a [B, length] row.
+
+  Accepts right- or left-padded input; a decoder-only prompt must end at its last column so the
+  next token follows it directly.
+  """
+  input_ids, attention_mask = np.asarray(input_ids), np.asarray(attention_mask)
+  counts = attention_mask.sum(-1)
+  if counts.max(initial=0) > length:
+    raise ValueError(f"left_pad: a prompt has {counts.max()} tokens, more than length={length}.")
+  ids = np.full((input_ids.shape[0], length), pad_token_id, np.int32)
+  mask = np.zeros((input_ids.shape[0], length), np.int32)
+  for row, count in enumerate(counts):
+    if count:
+      ids[row, length - count:] = input_ids[row][attention_mask[row] > 0]
+      mask[row, length - count:] = 1
+  return ids, mask
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_lm_generate_fn(model: CausalLM, options: tuple[tuple[str, Any], ...]):
+  return jax.jit(make_lm_generate_fn(model, **dict(options)))
+
+
+def generate_lm(model: CausalLM, params: Any, input_ids: Any, attention_mask: Any, *,
+                max_new_tokens: int, method: str = "greedy", rng: jax.Array | None = None,
+                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                num_samples: int = 1, eos_token_id: int | Sequence[int] | None = None,
+                pad_token_id: int | None = None,
+                max_prompt_length: int | None = None) -> GenerateOutput:
+  """`make_lm_generate_fn`, jitted and cached, on prompts left-padded to the `padded_length`
+  ladder (capped at `max_prompt_length`, default uncapped); input padding may be left or right.
+  `rng` is required for `method="sample"`."""
+  if method == "sample" and rng is None:
+    raise ValueError("generate_lm: method='sample' needs an explicit rng key.")
+  mask = np.asarray(attention_mask)
+  longest = int(mask.sum(-1).max(initial=1))
+  if max_prompt_length is not None and longest > max_prompt_length:
+    raise ValueError(f"generate_lm: a prompt has {longest} tokens, more than "
+                     f"max_prompt_length={max_prompt_length}.")
+  _, pad = _lm_special_ids(model, eos_token_id, pad_token_id)
+  ids, mask = left_pad(input_ids, mask, padded_length(longest, max_prompt_length or 1 << 30),
+                       pad)
+  options = dict(max_new_tokens=max_new_tokens, method=method, temperature=temperature,
+                 top_k=top_k, top_p=top_p, num_samples=num_samples,
+                 eos_token_id=(eos_token_id if eos_token_id is None or
+                               isinstance(eos_token_id, int) else tuple(eos_token_id)),
+                 pad_token_id=pad_token_id)
+  fn = _jitted_lm_generate_fn(model, tuple(sorted(options.items())))
+  rng = jax.random.key(0) if rng is None else rng
+  return fn(params, ids, mask, rng)

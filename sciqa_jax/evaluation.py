@@ -8,19 +8,29 @@ evaluate.py:
                  answer given `Objective.answer_input(example, rationale)` (multiple choice), or
                  generates an answer that the task's parser reads (open answers).
   fine_tune_cot  the student generates `rationale --> answer`; the answer is parsed (see
-                 `parse_cot_output` for the one rule).
+                 `parse_cot_output` for the one rule), for every answer type.
   step_by_step   the `predict:` input, scored like stage 2 (no rationale is generated).
   answer_only    the plain input, scored like stage 2.
 
-Multiple choice is rank classification: the log-likelihood of every formatted candidate
-(`formatting.candidate_answers`), optionally divided by its token count, highest wins. Every
-(input, candidate) pair of a batch of questions goes through one fixed-shape pmapped scoring call,
-so a question's candidates are scored by the same compiled function however many there are.
+Multiple choice (answer type "choice") is rank classification: the log-likelihood of every
+formatted candidate (`formatting.candidate_answers`), optionally divided by its token count,
+highest wins. Every (input, candidate) pair of a batch of questions goes through one fixed-shape
+pmapped scoring call, so a question's candidates are scored by the same compiled function however
+many there are.
+
+Open answers (every other type: numbers, yes/no, text) are never rank-classified, even when the
+examples carry choices: the answer student generates its answer (greedy, or beam search with
+`eval.decoding="beam"`; `eval.max_answer_length` tokens at most) and the task's parser
+(`Task.parse_answer`) extracts it; correctness is `answers.answers_match`, the task's one
+comparison rule ("43.0" equals "43"). Students are trained to write numbers canonically ("43",
+`input_pipeline.student_answer`), and the parser reads any spelling the comparison accepts.
 
 Self-consistency (`eval.self_consistency = k > 1`) samples k rationales (temperature from the
-config), takes each one's stage-2 answer and keeps the majority; ties go to the answer whose votes
-have the larger summed log-likelihood (`majority_vote`). Objectives without rationales have nothing
-to sample and are scored once.
+config), takes each one's answer (stage 2's for two_stage, the text after `-->` for
+fine_tune_cot) and keeps the majority; ties go to the answer whose votes have the larger summed
+log-likelihood (`majority_vote`). Votes are counted on extracted answers under the comparison rule,
+so "43.0" and "43" are one vote. Objectives without rationales have nothing to sample and are
+scored once.
 
 Execution goes through `sciqa_jax.inference.Runner`: evaluate.py pmaps over the local devices
 (`inference.Replicated`, the parameters replicated once per call of `evaluate_split`); train.py's
@@ -46,7 +56,7 @@ from sciqa_jax import decoding
 from sciqa_jax import inference
 from sciqa_jax import objectives as objectives_lib
 from sciqa_jax.data import answers as answers_lib
-from sciqa_jax.data.example import CHOICE, Example
+from sciqa_jax.data.example import ANSWER_TYPES, CHOICE, Example
 from sciqa_jax.data.formatting import candidate_answers
 from sciqa_jax.statistics import EvalResult, majority_vote, result_from_predictions
 
@@ -97,6 +107,12 @@ def is_correct(prediction: str | None, example: Example, answer_type: str) -> bo
   return answers_lib.answers_match(prediction, example.answer, answer_type)
 
 
+def same_answer(answer_type: str) -> Callable[[str, str], bool]:
+  """When two extracted answers are one vote: the answer type's comparison rule, the rule that
+  scores them against the gold answer ("43.0" and "43" are one number)."""
+  return lambda a, b: answers_lib.answers_match(a, b, answer_type)
+
+
 # ---- evaluate_split -------------------------------------------------------------------------
 
 
@@ -115,6 +131,9 @@ def _check_inputs(objective, params, examples, answer_type, eval_config) -> None
   if not examples:
     raise ValueError("no examples to evaluate: the split is empty (check data.source / data.path "
                      "and the split name)")
+  if answer_type not in ANSWER_TYPES:
+    raise ValueError(f"answer_type={answer_type!r}; expected one of {ANSWER_TYPES} (pass the "
+                     "task's answer_type)")
   if answer_type == CHOICE:
     bad = [ex.id for ex in examples if not ex.choices]
     if bad:
@@ -126,6 +145,15 @@ def _check_inputs(objective, params, examples, answer_type, eval_config) -> None
   if eval_config.self_consistency > 1 and eval_config.temperature <= 0:
     raise ValueError(f"eval.self_consistency={eval_config.self_consistency} samples rationales: set "
                      f"eval.temperature > 0 (got {eval_config.temperature})")
+
+
+def _check_gold_parses(examples: Sequence[Example], parse: ParseFn, answer_type: str) -> None:
+  """Open answers: every gold answer must be an answer the parser reads, or no prediction could
+  ever match it (a task evaluated under the wrong answer type scores 0 without this)."""
+  bad = [ex.id for ex in examples if parse(ex.answer, ex) is None]
+  if bad:
+    raise ValueError(f"{len(bad)} gold answers are not {answer_type!r} answers (e.g. examples "
+                     f"{bad[:5]}): is {answer_type!r} the task's answer type?")
 
 
 def evaluate_split(model, params: dict[str, Any], tokenizer, objective, examples: Sequence[Example],
@@ -159,6 +187,8 @@ def evaluate_split(model, params: dict[str, Any], tokenizer, objective, examples
     examples = examples[:eval_config.max_examples]
   _check_inputs(objective, params, examples, answer_type, eval_config)
   parse = parse_answer or default_parser(answer_type)
+  if answer_type != CHOICE:
+    _check_gold_parses(examples, parse, answer_type)
   runner = inference.Runner(model, {s: params[s] for s in objective.students}, tokenizer,
                             placement=placement, batch_size=eval_config.batch_size,
                             max_input_length=eval_config.max_input_length,
@@ -180,7 +210,8 @@ def evaluate_split(model, params: dict[str, Any], tokenizer, objective, examples
     chunk = examples[start:start + runner.batch_rows]
     chunk_rng = jax.random.fold_in(rng, b)
     if objective.name == objectives_lib.FINE_TUNE_COT:
-      rows = _fine_tune_cot_rows(runner, objective, chunk, chunk_rng, sampling, eval_config, parse)
+      rows = _fine_tune_cot_rows(runner, objective, chunk, chunk_rng, sampling, eval_config, parse,
+                                 None if multiple_choice else same_answer(answer_type))
     else:
       rationales: list[list[str | None]] = [[None] for _ in chunk]
       if objective.name == objectives_lib.TWO_STAGE:
@@ -195,7 +226,8 @@ def evaluate_split(model, params: dict[str, Any], tokenizer, objective, examples
         rows = _rank_rows(runner, answer_student, chunk, inputs, max_choices,
                           eval_config.length_normalize)
       else:
-        rows = _open_rows(runner, answer_student, chunk, inputs, chunk_rng, eval_config, parse)
+        rows = _open_rows(runner, answer_student, chunk, inputs, chunk_rng, eval_config, parse,
+                          same_answer(answer_type))
       for row, rs in zip(rows, rationales):
         row["rationales"] = [r for r in rs if r is not None]
     for ex, row in zip(chunk, rows):
@@ -233,25 +265,36 @@ def _rank_rows(runner: inference.Runner, student: str, chunk: Sequence[Example],
   return rows
 
 
+def answer_decoding(eval_config) -> dict[str, Any]:
+  """How an open answer is generated: beam search with `eval.decoding="beam"`, else greedy.
+
+  Never sampled: self-consistency samples the rationales (or Fine-tune-CoT's whole output), and
+  a single sampled answer would only add noise to a greedy one.
+  """
+  if eval_config.decoding == "beam":
+    return {"method": "beam", "num_beams": eval_config.num_beams}
+  return {"method": "greedy"}
+
+
 def _open_rows(runner: inference.Runner, student: str, chunk: Sequence[Example],
                inputs: Sequence[Sequence[str]], rng: jax.Array, eval_config,
-               parse: ParseFn) -> list[dict[str, Any]]:
-  """Greedy answer generation + the task's parser for every (example, sample input) of a chunk."""
+               parse: ParseFn, same: Callable[[str, str], bool]) -> list[dict[str, Any]]:
+  """Answer generation + the task's parser for every (example, sample input) of a chunk."""
   flat = [text for sample_inputs in inputs for text in sample_inputs]
   generated = runner.generate(student, flat, rng, max_new_tokens=eval_config.max_answer_length,
-                              method="greedy")
+                              **answer_decoding(eval_config))
   rows, offset = [], 0
   for ex, sample_inputs in zip(chunk, inputs):
     outs = [generated[offset + j][0] for j in range(len(sample_inputs))]
     offset += len(sample_inputs)
     rows.append(_vote_generations(outs, [parse(text, ex) for text, _, _ in outs],
-                                  eval_config.length_normalize))
+                                  eval_config.length_normalize, same))
   return rows
 
 
 def _fine_tune_cot_rows(runner: inference.Runner, objective, chunk: Sequence[Example], rng: jax.Array,
-                        sampling: dict[str, Any], eval_config, parse: ParseFn
-                        ) -> list[dict[str, Any]]:
+                        sampling: dict[str, Any], eval_config, parse: ParseFn,
+                        same: Callable[[str, str], bool] | None) -> list[dict[str, Any]]:
   """`question -> rationale --> answer` generation (k samples), parsed, majority-voted."""
   generated = runner.generate(
       _stream_student(objective, objectives_lib.COT), [objective.cot_input(ex) for ex in chunk],
@@ -260,15 +303,17 @@ def _fine_tune_cot_rows(runner: inference.Runner, objective, chunk: Sequence[Exa
   rows = []
   for ex, samples in zip(chunk, generated):
     parsed = [parse_cot_output(text, ex, parse) for text, _, _ in samples]
-    row = _vote_generations(samples, [a for _, a in parsed], eval_config.length_normalize)
+    row = _vote_generations(samples, [a for _, a in parsed], eval_config.length_normalize, same)
     row["rationales"] = [r for r, _ in parsed]
     rows.append(row)
   return rows
 
 
 def _vote_generations(outs: Sequence[tuple[str, float, int]], answers: list[str | None],
-                      length_normalize: bool) -> dict[str, Any]:
-  """Majority vote over generated answers, scored by their (optionally mean) log-likelihood."""
+                      length_normalize: bool,
+                      same: Callable[[str, str], bool] | None = None) -> dict[str, Any]:
+  """Majority vote over generated answers (one vote per answer under `same`), scored by their
+  (optionally mean) log-likelihood."""
   scores = [total / max(count, 1) if length_normalize else total for _, total, count in outs]
   return {"answers": answers, "scores": scores, "generations": [text for text, _, _ in outs],
-          "prediction": majority_vote(answers, scores)}
+          "prediction": majority_vote(answers, scores, same)}

@@ -5,6 +5,10 @@ Design:
     one row in *every* stream of the objective, so the streams are row-aligned and "zipping" them
     is simply indexing all of them with the same row indices. An example with several kept
     rationales (diverse reasoning) gives several rows; answer_only gives one row per example.
+  * The answer a target writes is chosen here, not in the layouts: the gold one or the teacher's
+    (`objective.answer_source`), numbers in their canonical spelling (`student_answer`). A
+    seeded subsample of the training questions (`data.train_subsample`, `subsample_questions`)
+    is drawn here too, after that.
   * Tokenisation runs once, up front, on the host with the fast (Rust) batch tokenizer into numpy.
     Every row is truncated and padded to the config's fixed lengths, so every batch has the same
     shapes and the jitted train step compiles exactly once.
@@ -38,6 +42,8 @@ masked by `attention_mask` / `decoder_attention_mask`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -47,9 +53,13 @@ import numpy as np
 from sciqa_jax import cache as cache_lib
 from sciqa_jax import errors
 from sciqa_jax import tokenizer as tokenizer_lib
-from sciqa_jax.data.example import Example
-from sciqa_jax.data.registry import load_examples
-from sciqa_jax.objectives import Objective
+from sciqa_jax.data import answers as answers_lib
+from sciqa_jax.data.example import NUMBER, Example
+from sciqa_jax.data.registry import Task, canonical_task_name, get_task, load_examples
+from sciqa_jax.objectives import TEACHER, Objective
+from sciqa_jax.statistics import majority_vote
+
+log = logging.getLogger(__name__)
 
 DECODER_START_TOKEN_ID = 0
 
@@ -138,32 +148,104 @@ class TokenizedRows:
 # ---- rows ----------------------------------------------------------------------------------
 
 
-def training_examples(records: Iterable, objective: Objective) -> list[tuple[Example, str | None]]:
+def student_answer(example: Example, answer: str, task: Task | None) -> Example:
+  """`example` with `answer` as the answer its targets hold, written as students write it.
+
+  Numbers are written canonically, as the task's parser reads them ("43.0", "1,000", "$5" ->
+  "43", "1000", "5"): one spelling per value to learn, the one evaluation extracts (any spelling
+  the comparison rule accepts would score the same, but ".0" and thousands separators are tokens
+  a student would spend capacity on and could get wrong). Other answers are kept as given (a
+  choice label, "yes"/"no", a text answer in the dataset's case). Without a task, unchanged.
+  """
+  if task is not None and task.answer_type == NUMBER:
+    canonical = task.parse_answer(answer, example)
+    if canonical is not None and answers_lib.answers_match(canonical, answer, NUMBER):
+      answer = canonical
+  return example if answer == example.answer else dataclasses.replace(example, answer=answer)
+
+
+def _fields(record) -> tuple[Example, str | None, str | None, bool]:
+  """(example, rationale, teacher answer, is a cache record) of a cache record or a bare Example."""
+  if isinstance(record, Example):
+    return record, None, None, False
+  return record.example, record.rationale, getattr(record, "teacher_answer", None), True
+
+
+def _one_per_question(rows: list, teacher: bool, task: Task | None) -> list:
+  """answer_only: each question once, in first-seen order; with the teacher's answers, the
+  majority of its records' answers (the teacher's self-consistency answer; ties: the first)."""
+  by_id: dict[str, list] = {}
+  for row in rows:
+    by_id.setdefault(row[0].id, []).append(row)
+  out = []
+  for group in by_id.values():
+    example = group[0][0]
+    answer = None
+    if teacher:
+      same = None if task is None else (
+          lambda a, b: answers_lib.answers_match(a, b, task.answer_type))
+      answer = majority_vote([r[2] for r in group], [0.0] * len(group), same)
+    out.append((example, None, answer, group[0][3]))
+  return out
+
+
+def training_examples(records: Iterable, objective: Objective,
+                      task: Task | None = None) -> list[tuple[Example, str | None]]:
   """(example, rationale) pairs for the objective from cache records (or bare Examples).
 
   Records are used in the cache's order (deterministic). answer_only ignores rationales and keeps
   each example once; the rationale objectives keep every record, so N kept rationales of one
-  question give N rows.
+  question give N rows. Each pair's example holds the answer its targets write
+  (`objective.answer_source`: the gold one, or the record's teacher answer; `student_answer`
+  spells it). A record whose teacher answer did not parse has no answer to train on with
+  `answer_source="teacher"` and is left out, with a warning counting them.
   """
-  pairs = []
-  seen = set()
-  for record in records:
-    if isinstance(record, Example):
-      example, rationale = record, None
-    else:
-      example, rationale = record.example, record.rationale
-    if not objective.uses_rationales:
-      if example.id in seen:
-        continue
-      seen.add(example.id)
-      rationale = None
-    elif rationale is None:
+  teacher = objective.answer_source == TEACHER
+  rows = [_fields(record) for record in records]
+  if teacher and any(not from_cache for *_, from_cache in rows):
+    raise errors.ConfigError("objective.answer_source='teacher' trains on the teacher's answers "
+                             "in the rationale cache: run generate.py and pass --config.cache_dir")
+  if not objective.uses_rationales:
+    rows = _one_per_question(rows, teacher, task)
+  pairs, unanswered = [], 0
+  for example, rationale, teacher_answer, _ in rows:
+    if objective.uses_rationales and rationale is None:
       raise ValueError(f"objective {objective.name!r} needs rationales but example {example.id!r} "
                        "has none: build the cache with generate.py first")
-    pairs.append((example, rationale))
+    answer = teacher_answer if teacher else example.answer
+    if answer is None:
+      unanswered += 1
+      continue
+    pairs.append((student_answer(example, answer, task), rationale))
+  if unanswered:
+    log.warning("objective.answer_source='teacher': %d of %d training rows have no parseable "
+                "teacher answer and are left out", unanswered, len(rows))
   if not pairs:
-    raise ValueError("no training examples: the cache's train split is empty")
+    raise ValueError("no training examples: the cache's train split is empty"
+                     + (" of rows with a teacher answer" if rows else ""))
   return pairs
+
+
+def subsample_questions(pairs: Sequence[tuple[Example, str | None]], num_questions: int,
+                        seed: int) -> list[tuple[Example, str | None]]:
+  """The pairs of `num_questions` training questions drawn by `seed` (0 = all), in the same order.
+
+  By question: a kept question keeps all its rows (diverse reasoning's several rationales). A
+  pure function of (seed, the questions' ids): the questions are ranked by sha256 of
+  (seed, id) and the first N kept, so the draw depends on neither the cache's order nor its
+  sharding, and a seed's smaller subsamples nest in its larger ones (8 in 32 in 128 shots).
+  Asking for more questions than there are is an error, not a silently full run.
+  """
+  if not num_questions:
+    return list(pairs)
+  ids = list(dict.fromkeys(example.id for example, _ in pairs))
+  if num_questions > len(ids):
+    raise errors.ConfigError(
+        f"data.train_subsample={num_questions} but the training split has {len(ids)} questions "
+        "(with a usable row): set it to at most that, or 0 for all")
+  rank = lambda i: hashlib.sha256(f"{seed}\x00{i}".encode("utf-8")).digest()
+  kept = set(sorted(ids, key=rank)[:num_questions])
+  return [pair for pair in pairs if pair[0].id in kept]
 
 
 # The cache's settings that must equal the training config's: the task and which data it read.
@@ -182,7 +264,9 @@ def check_cache_matches(config) -> None:
     node = config
     for part in key.split("."):
       node = node[part]
-    if written[key] != node:
+    same = (canonical_task_name(written[key]) == canonical_task_name(node) if key == "task"
+            else written[key] == node)  # a task may be named by an alias (strategyqa)
+    if not same:
       differences.append(f"{key}: cache {written[key]!r}, config {node!r}")
   if differences:
     raise errors.RunMismatchError(
@@ -193,7 +277,8 @@ def check_cache_matches(config) -> None:
 
 def training_pairs(config, objective: Objective) -> list[tuple[Example, str | None]]:
   """(example, rationale) rows of a run: the cache's train split (answer_only without a cache
-  reads the task's train split directly)."""
+  reads the task's train split directly), with the answers of `objective.answer_source`, on the
+  `data.train_subsample` questions drawn by `config.seed` when that is set."""
   split = config.data.train_split
   if config.cache_dir:
     check_cache_matches(config)
@@ -207,7 +292,8 @@ def training_pairs(config, objective: Objective) -> list[tuple[Example, str | No
   else:
     raise ValueError(f"config.cache_dir is empty but objective {objective.name!r} trains on "
                      "teacher rationales: run generate.py and pass --config.cache_dir")
-  return training_examples(records, objective)
+  pairs = training_examples(records, objective, get_task(config.task))
+  return subsample_questions(pairs, config.data.train_subsample, config.seed)
 
 
 def text_pairs(pairs: Sequence[tuple[Example, str | None]], objective: Objective,

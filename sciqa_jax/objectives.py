@@ -42,6 +42,11 @@ EXPLAIN_PREFIX = "explain: "
 
 # Where stage 2 of two_stage gets the rationales it trains on.
 STAGE2_RATIONALE_SOURCES = ("teacher", "student", "mix")
+# Which answer the answer targets hold: the dataset's gold answer, or the teacher's own answer
+# to the question (distilling step-by-step's option; with teacher.keep="all" they differ).
+GOLD = "gold"
+TEACHER = "teacher"
+ANSWER_SOURCES = (GOLD, TEACHER)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +64,9 @@ class Objective:
   shared_student: bool = False  # two_stage only: one student with task prefixes
   step_by_step_alpha: float = 0.5  # step_by_step only: weight of the answer stream
   stage2_rationales: str = "teacher"  # two_stage only: one of STAGE2_RATIONALE_SOURCES
+  # The answer the targets hold (ANSWER_SOURCES); `sciqa_jax.input_pipeline` puts it in the
+  # examples it hands to `training_pairs`, so the layouts here always write `example.answer`.
+  answer_source: str = GOLD
 
   def __post_init__(self):
     if self.name not in OBJECTIVES:
@@ -66,6 +74,9 @@ class Objective:
     if self.stage2_rationales not in STAGE2_RATIONALE_SOURCES:
       raise ValueError(f"objective.stage2_rationales={self.stage2_rationales!r}; expected one of "
                        f"{STAGE2_RATIONALE_SOURCES}")
+    if self.answer_source not in ANSWER_SOURCES:
+      raise ValueError(f"objective.answer_source={self.answer_source!r}; expected one of "
+                       f"{ANSWER_SOURCES}")
     if not 0.0 <= self.step_by_step_alpha <= 1.0:
       raise ValueError(f"objective.step_by_step_alpha={self.step_by_step_alpha} must lie in [0, 1]")
 

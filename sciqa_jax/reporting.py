@@ -80,6 +80,11 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
   return rows
 
 
+def write_text(path: str, text: str) -> None:
+  """A text file (a Markdown table), written atomically."""
+  _atomic_write(path, lambda f: f.write(text))
+
+
 def write_json(path: str, obj: Any) -> None:
   """Pretty-printed JSON, written atomically."""
   _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n"))

@@ -18,6 +18,7 @@ from sciqa_jax import inference
 from sciqa_jax import reporting
 from sciqa_jax.data.example import Example
 from sciqa_jax.objectives import RATIONALE, Objective
+from sciqa_jax.statistics import majority_vote
 
 FILENAME = "stage2_rationales.jsonl"
 
@@ -30,12 +31,27 @@ def student_rationales(runner: inference.Runner, objective: Objective,
   return [samples[0].text for samples in generated]
 
 
+def answer_phase_examples(teacher_pairs: Sequence[tuple[Example, str]]) -> list[Example]:
+  """One example per training question, in first-seen order, holding the answer most of its
+  rows hold: the gold one, or with `objective.answer_source="teacher"` the teacher's majority
+  answer (its rationales may conclude different answers; the student's one rationale gets the
+  answer the teacher gave most often, the first of them on a tie)."""
+  groups: dict[str, list[Example]] = {}
+  for example, _ in teacher_pairs:
+    groups.setdefault(example.id, []).append(example)
+  out = []
+  for group in groups.values():
+    answer = majority_vote([e.answer for e in group], [0.0] * len(group))
+    out.append(next(e for e in group if e.answer == answer))
+  return out
+
+
 def answer_phase_pairs(config, workdir: str, runner: inference.Runner, objective: Objective,
                        teacher_pairs: Sequence[tuple[Example, str]], is_writer: bool
                        ) -> list[tuple[Example, str]]:
   """(example, rationale) rows of the answer phase: the student's rationales (and the
   teacher's too, for "mix"), one per distinct training question."""
-  examples = list({e.id: e for e, _ in teacher_pairs}.values())
+  examples = answer_phase_examples(teacher_pairs)
   path = os.path.join(workdir, FILENAME)
   by_id = {row["id"]: row["rationale"] for row in reporting.read_jsonl(path)}
   if set(by_id) != {e.id for e in examples}:

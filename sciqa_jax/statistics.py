@@ -1,4 +1,5 @@
-"""Statistics of an evaluation: Wilson intervals, majority votes, accuracy with its interval.
+"""Statistics of an evaluation: Wilson intervals, majority votes, accuracy with its interval, and
+the exact McNemar test between two systems scored on the same questions.
 
 Pure Python, shared by student and teacher evaluation (and unit-tested directly).
 """
@@ -7,8 +8,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import fractions
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 # Two-sided 95% normal quantile.
@@ -34,11 +36,15 @@ def wilson_interval(num_correct: int, num_examples: int, z: float = Z_95) -> tup
   return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def majority_vote(answers: Sequence[str | None], scores: Sequence[float]) -> str | None:
+def majority_vote(answers: Sequence[str | None], scores: Sequence[float],
+                  same: Callable[[str, str], bool] | None = None) -> str | None:
   """The most frequent answer; ties go to the larger summed score (log-likelihood) of its votes.
 
   Unparseable answers (None) do not vote; if none parsed, the result is None (counted wrong).
   On a tie both in votes and summed score, the answer voted for first wins (deterministic).
+  `same(a, b)` says when two answers are one vote (e.g. the numbers "43.0" and "43": the task's
+  comparison rule, so votes and scoring never disagree); an answer joins the first earlier answer
+  it is the same as, and the group is named by that first answer. Default: string equality.
   """
   if len(answers) != len(scores):
     raise ValueError(f"{len(answers)} answers but {len(scores)} scores")
@@ -47,12 +53,32 @@ def majority_vote(answers: Sequence[str | None], scores: Sequence[float]) -> str
   for answer, score in zip(answers, scores):
     if answer is None:
       continue
+    if same is not None and answer not in votes:
+      answer = next((a for a in votes if same(answer, a)), answer)
     votes[answer] += 1
     totals[answer] += float(score)
   if not votes:
     return None
   # max() keeps the first maximal key in insertion order, i.e. the first answer voted for.
   return max(votes, key=lambda a: (votes[a], totals[a]))
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+  """Two-sided exact McNemar p-value from the discordant pairs of a paired comparison.
+
+  `only_a` questions were answered correctly by system A alone, `only_b` by B alone; under the
+  null hypothesis (equal accuracy) each discordant question is a fair coin, so the p-value is the
+  two-sided binomial test of min(only_a, only_b) in only_a + only_b trials at 1/2:
+  min(1, 2 * P[X <= min]). Computed with exact integers (no overflow or underflow at any n).
+  Concordant questions carry no information about the difference and do not enter.
+  """
+  if min(only_a, only_b) < 0:
+    raise ValueError(f"discordant counts must be >= 0 (got {only_a}, {only_b})")
+  n, k = only_a + only_b, min(only_a, only_b)
+  if n == 0:
+    return 1.0
+  tail = fractions.Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2 ** n)
+  return float(min(fractions.Fraction(1), 2 * tail))
 
 
 @dataclasses.dataclass(frozen=True)

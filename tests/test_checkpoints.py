@@ -149,3 +149,21 @@ def test_mismatched_model_or_objective_is_named(tmp_path):
     manager.restore(1, adamw, sharding.state_shardings(adamw, mesh, "data"),
                     config=base_config().to_dict())
   manager.close()
+
+
+def test_check_compatible_refuses_another_task_or_other_training_rows():
+  from sciqa_jax.config import base_config
+  saved = base_config().to_dict()
+  saved["task"] = "strategy_qa"
+  same = dict(saved, task="strategyqa")  # an alias of the same task
+  ckpt.check_compatible(saved, same)
+  with pytest.raises(ckpt.CheckpointMismatchError, match="task 'strategy_qa'.*'arc_easy'"):
+    ckpt.check_compatible(saved, dict(saved, task="arc_easy"))
+  for section, key, value in (("data", "train_subsample", 32), ("objective", "answer_source",
+                                                                 "teacher")):
+    changed = dict(saved, **{section: dict(saved[section], **{key: value})})
+    with pytest.raises(ckpt.CheckpointMismatchError, match=f"{section}.{key}"):
+      ckpt.check_compatible(saved, changed)
+  # A checkpoint written before a setting existed is not compared on it.
+  older = dict(saved, data={k: v for k, v in saved["data"].items() if k != "train_subsample"})
+  ckpt.check_compatible(older, dict(saved, data=dict(saved["data"], train_subsample=32)))

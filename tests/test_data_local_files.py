@@ -52,7 +52,7 @@ def test_file_named_for_train_is_refused_for_other_splits(tmp_path):
   path = tmp_path / "strategyqa_train.json"
   path.write_text(json.dumps(strategyqa_rows(3)))
   task = get_task("strategyqa")
-  assert ids(task.load("train", source="local", path=str(path))) == ["s0", "s1", "s2"]
+  assert ids(task.load("train_full", source="local", path=str(path))) == ["s0", "s1", "s2"]
   with pytest.raises(errors.DataError) as info:
     task.load("test", source="local", path=str(path))
   message = str(info.value)

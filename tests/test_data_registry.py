@@ -39,8 +39,8 @@ def test_unknown_task_is_a_config_error():
 def test_split_the_task_lacks_is_a_config_error(tmp_path):
   path = tmp_path / "strategyqa_train.json"
   path.write_text(json.dumps([{"qid": "s", "question": "Is ice cold?", "answer": True}]))
-  for load in (lambda: get_task("strategyqa").load("validation", source="local", path=str(path)),
-               lambda: load_examples(local_config("strategyqa", path), "validation"),
+  for load in (lambda: get_task("strategyqa").load("dev", source="local", path=str(path)),
+               lambda: load_examples(local_config("strategyqa", path), "dev"),
                lambda: get_task("science_demo").load("dev", source="builtin")):
     with pytest.raises(errors.ConfigError, match="valid splits") as info:
       load()

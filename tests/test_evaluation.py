@@ -321,7 +321,12 @@ def test_evaluate_teacher_zero_shot_cot_and_zero_shot(examples):
   zero_shot = _ScriptedTeacher(reply)
   result = evaluate_teacher(zero_shot, examples, task, config, progress=False,
                                        chain_of_thought=False)
-  assert all(p.endswith("Therefore, the answer is") for p in zero_shot.prompts)
+  # Zero-shot-CoT's step 2 without the reasoning: the question, then the task's answer trigger.
+  from sciqa_jax.teacher import prompts
+  assert len(zero_shot.prompts) == len(examples)
+  for prompt, ex in zip(zero_shot.prompts, examples):
+    assert prompt.endswith(prompts.answer_trigger(ex, task.answer_type)), prompt
+    assert "step by step" not in prompt
   assert [row["correct"] for row in result.predictions] == expected
   assert all(row["rationales"] == [] for row in result.predictions)
 

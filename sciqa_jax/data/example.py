@@ -22,8 +22,9 @@ class Example:
     choices: (label, text) pairs in display order; empty for open-answer tasks.
     answer: the gold answer: a choice label for multiple choice, else the answer string.
     context: optional supporting text (OpenBookQA's fact, a passage); empty if none.
-    solution: optional worked steps known to the task itself (the built-in task and the synthetic
-      Fine-tune-CoT tasks); the template teacher writes rationales from them. Empty for real data.
+    solution: optional worked steps: known to the task itself (the built-in task and the synthetic
+      Fine-tune-CoT tasks), or published with the dataset (GSM8K's solutions, AQuA's rationales);
+      the template teacher writes rationales from them. Empty when the dataset has none.
   """
 
   id: str

@@ -17,6 +17,18 @@ Two layers:
                               OpenBookQA's "question_stem", TFDS OpenBookQA's "choice_A".."choice_D".
       sciq_record             question, distractor1-3, correct_answer (support unused).
       strategyqa_record       question, answer (bool or "yes"/"no"/"true"/"false").
+      gsm8k_record            GSM8K's release JSONL and hub copy: question, answer = worked
+                              solution + "#### <number>"; the solution (calculator annotations
+                              "<<48/2=24>>" removed) becomes Example.solution.
+      aqua_record             AQuA-RAT (hub deepmind/aqua_rat): question, options ["A)21", ...],
+                              correct, rationale (-> Example.solution).
+      svamp_record            SVAMP (hub ChilleD/SVAMP): Body + Question, Answer, ID.
+      multiarith_record       MultiArith (hub ChilleD/MultiArith): question, final_ans.
+      fine_tune_cot_record    a row of Fine-tune-CoT's dataset files (sciqa_jax.data.fine_tune_cot):
+                              question, answer as a string, per answer type; multiple-choice
+                              questions carry their choices in the text ("Answer choices: (A) ...,
+                              (B) ..."), parsed out by `choices_from_question`.
+  A record that does not parse raises RecordError naming the field at fault.
 
 Local files (source local, `resolve_local_files`): splits are never guessed. A file serves a split
 only when its name says so: it has one of the split's SPLIT_ALIASES as a whole word, in any case
@@ -54,6 +66,7 @@ import dataclasses
 import glob
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -62,7 +75,8 @@ from typing import Any
 import numpy as np
 
 from sciqa_jax import errors
-from sciqa_jax.data.example import Example
+from sciqa_jax.data import answers as answers_lib
+from sciqa_jax.data.example import CHOICE, NUMBER, TEXT, YES_NO, Example
 
 LOCAL_EXTENSIONS = (".jsonl", ".json", ".parquet")
 # Published split names and the file-name tokens that denote them in the datasets' own releases
@@ -361,7 +375,7 @@ def normalize_label(label: Any) -> str:
 
 
 def _record_id(row: dict[str, Any], index: int, split: str, prefix: str) -> str:
-  for key in ("id", "qid"):
+  for key in ("id", "qid", "ID"):
     if row.get(key) not in (None, ""):
       return str(row[key])
   return f"{prefix}-{split}-{index}"
@@ -444,22 +458,177 @@ def sciq_record(row: dict[str, Any], index: int, split: str) -> Example:
 _BOOL_STRINGS = {"true": "yes", "yes": "yes", "false": "no", "no": "no"}
 
 
+def _yes_no(answer: Any, field: str) -> str:
+  """A gold yes/no answer: a boolean or "yes"/"no"/"true"/"false" in any case."""
+  if isinstance(answer, bool):
+    return "yes" if answer else "no"
+  if isinstance(answer, str) and answer.strip().lower() in _BOOL_STRINGS:
+    return _BOOL_STRINGS[answer.strip().lower()]
+  if answer is None or answer == "":
+    raise RecordError(f"missing answer key ({field})")
+  raise RecordError(f"{field} {answer!r} is not a boolean / yes / no")
+
+
 def strategyqa_record(row: dict[str, Any], index: int, split: str) -> Example:
   """StrategyQA: a yes/no question with a boolean answer (release JSON and hub copies)."""
   question = str(row.get("question") or "").strip()
   if not question:
     raise RecordError("missing question text")
-  answer = row.get("answer")
-  if isinstance(answer, bool):
-    answer = "yes" if answer else "no"
-  elif isinstance(answer, str) and answer.strip().lower() in _BOOL_STRINGS:
-    answer = _BOOL_STRINGS[answer.strip().lower()]
-  elif answer is None or answer == "":
-    raise RecordError("missing answer key (answer)")
-  else:
-    raise RecordError(f"answer {answer!r} is not a boolean / yes / no")
   return Example(id=_record_id(row, index, split, "strategyqa"), question=question, choices=(),
-                 answer=answer)
+                 answer=_yes_no(row.get("answer"), "answer"))
+
+
+def _question(row: dict[str, Any], field: str = "question") -> str:
+  question = row.get(field)
+  if not isinstance(question, str) or not question.strip():
+    raise RecordError(f"missing question text ({field})")
+  return question.strip()
+
+
+def _gold_number(answer: Any, field: str) -> str:
+  """A gold numeric answer in canonical form ("43.0" -> "43", "1,000" -> "1000")."""
+  if answer is None or (isinstance(answer, str) and not answer.strip()):
+    raise RecordError(f"missing answer ({field})")
+  if isinstance(answer, bool) or not isinstance(answer, (int, float, str)):
+    raise RecordError(f"{field} {answer!r} is not a number")
+  value = answers_lib.number_value(answer) if isinstance(answer, str) else float(answer)
+  if value is None or not math.isfinite(value):
+    raise RecordError(f"{field} {answer!r} is not a number")
+  return answers_lib.format_number(value)
+
+
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+
+
+def solution_steps(text: Any) -> tuple[str, ...]:
+  """A published worked solution as steps: its non-empty lines, GSM8K's calculator annotations
+  ("<<48/2=24>>") removed, since a rationale never shows them."""
+  if not isinstance(text, str):
+    return ()
+  lines = (" ".join(_CALCULATOR.sub("", line).split()) for line in text.splitlines())
+  return tuple(line for line in lines if line)
+
+
+def gsm8k_record(row: dict[str, Any], index: int, split: str) -> Example:
+  """GSM8K (release JSONL, hub openai/gsm8k "main"): the final answer follows "#### "."""
+  question = _question(row)
+  answer = row.get("answer")
+  if not isinstance(answer, str) or "####" not in answer:
+    raise RecordError("answer has no '#### <number>' final answer (answer)")
+  solution, _, final = answer.rpartition("####")
+  return Example(id=_record_id(row, index, split, "gsm8k"), question=question, choices=(),
+                 answer=_gold_number(final, "answer after ####"),
+                 solution=solution_steps(solution))
+
+
+_OPTION = re.compile(r"\s*\(?\s*([A-Za-z])\s*\)\s*(.*)", re.DOTALL)
+
+
+def aqua_record(row: dict[str, Any], index: int, split: str) -> Example:
+  """AQuA-RAT (hub deepmind/aqua_rat "raw", release JSON): options "A)21" ... "E)23"."""
+  question = _question(row)
+  options = row.get("options")
+  if not isinstance(options, list) or not options:
+    raise RecordError("missing options (options)")
+  choices = []
+  for option in options:
+    match = _OPTION.fullmatch(str(option))
+    if not match:
+      raise RecordError(f"option {option!r} is not 'A)text' (options)")
+    choices.append((match.group(1).upper(), match.group(2).strip()))
+  answer = normalize_label(row.get("correct") or "")
+  if answer not in [label for label, _ in choices]:
+    raise RecordError(f"correct {row.get('correct')!r} is not among the option labels (correct)")
+  return Example(id=_record_id(row, index, split, "aqua"), question=question,
+                 choices=tuple(choices), answer=answer,
+                 solution=solution_steps(row.get("rationale")))
+
+
+def svamp_record(row: dict[str, Any], index: int, split: str) -> Example:
+  """SVAMP (hub ChilleD/SVAMP, release SVAMP.json): the question is Body + " " + Question."""
+  if isinstance(row.get("Body"), str) and isinstance(row.get("Question"), str):
+    question = f"{row['Body'].strip()} {row['Question'].strip()}".strip()
+  else:
+    question = str(row.get("question_concat") or "").strip()
+  if not question:
+    raise RecordError("missing question text (Body, Question)")
+  return Example(id=_record_id(row, index, split, "svamp"), question=question, choices=(),
+                 answer=_gold_number(row.get("Answer"), "Answer"))
+
+
+def multiarith_record(row: dict[str, Any], index: int, split: str) -> Example:
+  """MultiArith (hub ChilleD/MultiArith): question, final_ans."""
+  return Example(id=_record_id(row, index, split, "multiarith"), question=_question(row),
+                 choices=(), answer=_gold_number(row.get("final_ans"), "final_ans"))
+
+
+_CHOICES_LINE = re.compile(r"answer\s+choices\s*:", re.IGNORECASE)
+_CHOICE_MARK = re.compile(r"\(([A-Z])\)")
+
+
+def choices_from_question(question: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+  """(stem, choices) of a question that lists its choices inline, as Fine-tune-CoT's and
+  zero-shot-CoT's files do: "... what? Answer choices: (A) ignore, (B) enforce, (C) avoid.".
+
+  The stem is the text before the last "Answer choices:" (any case), without a trailing comma:
+  `formatting.format_question` writes the choices again on their own line, so the student reads
+  them once. Labels must run A, B, C, ... from the first marker; a choice's text ends at the
+  next label, without the ", " separator (and the final "."). Raises RecordError when the text
+  lists no choices.
+  """
+  lines = list(_CHOICES_LINE.finditer(question))
+  if not lines:
+    raise RecordError("the question lists no choices ('Answer choices: (A) ...') (question)")
+  stem = question[:lines[-1].start()].strip().rstrip(",").strip()
+  rest = question[lines[-1].end():]
+  marks, expected = [], "A"
+  for match in _CHOICE_MARK.finditer(rest):
+    if match.group(1) == expected:
+      marks.append(match)
+      expected = chr(ord(expected) + 1)
+  if len(marks) < 2 or rest[:marks[0].start()].strip():
+    raise RecordError("the choices after 'Answer choices:' are not (A) ..., (B) ... (question)")
+  choices = []
+  for i, match in enumerate(marks):
+    end = marks[i + 1].start() if i + 1 < len(marks) else len(rest)
+    text = rest[match.end():end].strip()
+    text = text.rstrip(".").strip() if i + 1 == len(marks) else text.rstrip(",;").strip()
+    if not text:
+      raise RecordError(f"choice ({match.group(1)}) has no text (question)")
+    choices.append((match.group(1), text))
+  if not stem:
+    raise RecordError("missing question text before 'Answer choices:' (question)")
+  return stem, tuple(choices)
+
+
+def fine_tune_cot_record(row: dict[str, Any], index: int, split: str, *, key: str,
+                         answer_type: str) -> Example:
+  """A row of a Fine-tune-CoT dataset file ({"question", "answer": str, ...}); the id is
+  "<key>-<sample_index>", stable across splits and runs. A published "rationale" or "reasoning"
+  field (AQuA's, StrategyQA's, GSM8K's) becomes Example.solution."""
+  question = _question(row)
+  answer, choices = row.get("answer"), ()
+  if answer_type == NUMBER:
+    answer = _gold_number(answer, "answer")
+  elif answer_type == YES_NO:
+    answer = _yes_no(answer, "answer")
+  elif answer_type == CHOICE:
+    question, choices = choices_from_question(question)
+    labels = [label for label, _ in choices]
+    answer = normalize_label(answer) if isinstance(answer, str) and answer.strip() else None
+    if answer not in labels:
+      raise RecordError(f"answer {row.get('answer')!r} is not among the choices {labels} "
+                        "listed in the question (answer)")
+  elif answer_type == TEXT:
+    if not isinstance(answer, str) or not answer.strip():
+      raise RecordError("missing answer (answer)")
+    answer = answer.strip()
+  else:
+    raise ValueError(f"unknown answer type {answer_type!r}")
+  sample_index = row.get("sample_index", index)
+  solution = solution_steps(row.get("rationale") or row.get("reasoning"))
+  return Example(id=f"{key}-{sample_index}", question=question, choices=choices, answer=answer,
+                 solution=solution)
 
 
 # ---- rows -> examples -------------------------------------------------------------------------

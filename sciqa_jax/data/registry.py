@@ -10,18 +10,35 @@ Sources (`data.source` in the config):
            as "owner/name" or "owner/name:config".
   tfds     a prepared TFDS dataset (never downloaded here); `data.path` may override the name.
   local    files in the dataset's own release format (see `loaders.resolve_local_files` for how
-           `data.path` finds a split's file and `loaders` for the accepted layouts).
+           `data.path` finds a split's file and `loaders` for the accepted layouts), or, for the
+           Fine-tune-CoT tasks, a Fine-tune-CoT root: a directory holding the task's
+           data/dataset/<key>.json and data/split/<key>__default.json (sciqa_jax.data.fine_tune_cot).
+           A directory holding either file is read as that layout, and then needs both.
 
-Splits are the published ones; a source that lacks a split (StrategyQA's hub copy has no
-validation split, CommonsenseQA's test split has no answers) fails with the source's own message.
-`load_splits` loads several and checks that they are disjoint: a question in two splits (a
-validation file that is the train file again, a test set that leaked into train) would make the
-held-out accuracy a training one.
+Fine-tune-CoT's 12 tasks (Ho, Schmid, Yun 2023) are registered under its dataset keys
+(FINE_TUNE_COT_TASKS); TASK_ALIASES maps other names (today's "strategyqa") to the same Task.
+Their splits are train, validation, test and train_full:
+  * From a Fine-tune-CoT root, test is the split file's test and train_full its train: the
+    paper's splits, whose sizes are checked against FINE_TUNE_COT_SPLIT_SIZES. The paper has no
+    validation split, and model selection needs one: validation is a held-out slice of train_full
+    (`hold_out_validation`: 10%, at most 500 examples, picked by a hash of the task and question,
+    so the same on every machine and for every seed) and train is the rest of train_full.
+    train, validation and test are disjoint by construction; train_full overlaps validation (train
+    on it with train.validate=False to reproduce the paper's training set).
+  * Tasks whose own releases have no validation split (GSM8K, SVAMP, MultiArith, SingleEq, AddSub,
+    StrategyQA: `held_out_validation`) split their hub or release train split the same way.
+  * Otherwise (AQuA's and CommonsenseQA's hub and release files, the builtin generators)
+    validation is the source's own and train_full is train.
+
+Splits are the published ones; a source that lacks a split (CommonsenseQA's test split has no
+answers) fails with the source's own message. `load_splits` loads several and checks that they
+are disjoint: a question in two splits (a validation file that is the train file again, a test
+set that leaked into train) would make the held-out accuracy a training one.
 
 Every problem here is a user error (sciqa_jax.errors): an unknown task, a split the task does not
 have, a source it lacks or a negative data.max_examples is a ConfigError naming the setting; a
-missing local file a MissingFileError; overlapping splits or local files that do not say their
-split a DataError.
+missing local file a MissingFileError; overlapping splits, local files that do not say their
+split or a Fine-tune-CoT split file of the wrong size a DataError.
 """
 
 from __future__ import annotations
@@ -29,19 +46,37 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import hashlib
 import logging
 import re
 from collections.abc import Callable, Iterable
 
 from sciqa_jax import errors
 from sciqa_jax.data import answers as answers_lib
+from sciqa_jax.data import fine_tune_cot
 from sciqa_jax.data import loaders
 from sciqa_jax.data import science
 from sciqa_jax.data import synthetic
-from sciqa_jax.data.example import CHOICE, TEXT, YES_NO, Example
+from sciqa_jax.data.example import CHOICE, NUMBER, TEXT, YES_NO, Example
 
 SOURCES = ("builtin", "hf", "tfds", "local")
 STANDARD_SPLITS = ("train", "validation", "test")
+FINE_TUNE_COT_SPLITS = STANDARD_SPLITS + ("train_full",)
+
+# (train, test) sizes of Fine-tune-CoT's split files, data/split/<key>__default.json, in the
+# paper's task order: the loader refuses a split file of other sizes.
+FINE_TUNE_COT_SPLIT_SIZES = {
+    "single_eq": (356, 152), "addsub": (276, 119), "multiarith": (420, 180),
+    "gsm8k": (7473, 1319), "aqua": (10000, 254), "svamp": (700, 300),
+    "date_understanding": (258, 111), "tracking_shuffled_objects": (525, 225),
+    "coin_flip": (350, 150), "last_letter_concatenation": (350, 150),
+    "commonsense_qa": (9741, 1221), "strategy_qa": (1603, 687),
+}
+FINE_TUNE_COT_TASKS = tuple(FINE_TUNE_COT_SPLIT_SIZES)
+TASK_ALIASES = {"strategyqa": "strategy_qa", "singleeq": "single_eq", "aqua_rat": "aqua"}
+# The validation slice held out of a train split without a published validation split.
+VALIDATION_FRACTION = 0.1
+VALIDATION_MAX = 500
 
 BuiltinLoader = Callable[..., list[Example]]  # (split, *, seed, num_examples) -> examples
 
@@ -61,6 +96,10 @@ class Task:
     file_names: the dataset's name as its release's file names carry it ("ARC-Easy" in
       "ARC-Easy-Train.jsonl"); () when they carry none. Source local reads a directory's files of
       the task by it (sciqa_jax.data.loaders).
+    fine_tune_cot_sizes: (train, test) sizes of Fine-tune-CoT's split file for this task, whose
+      dataset key is `name`; set for its 12 tasks, it lets source local read a Fine-tune-CoT root.
+    held_out_validation: the release has no validation split: hub and release-file sources hold
+      validation out of train (module doc); a Fine-tune-CoT root always does.
   """
 
   name: str
@@ -71,44 +110,82 @@ class Task:
   hub: tuple[str, str | None] | None = None
   tfds_name: str | None = None
   file_names: tuple[str, ...] = ()
+  fine_tune_cot_sizes: tuple[int, int] | None = None
+  held_out_validation: bool = False
 
   @property
   def sources(self) -> tuple[str, ...]:
+    local = self.parser is not None or self.fine_tune_cot_sizes is not None
     available = {"builtin": self.builtin is not None, "hf": self.hub is not None,
-                 "tfds": self.tfds_name is not None, "local": self.parser is not None}
+                 "tfds": self.tfds_name is not None, "local": local}
     return tuple(source for source in SOURCES if available[source])
+
+  def _reads_fine_tune_cot(self, source: str, path: str) -> bool:
+    return (source == "local" and self.fine_tune_cot_sizes is not None
+            and (self.parser is None or fine_tune_cot.is_layout(path, self.name)))
+
+  def _holds_out_validation(self, source: str, path: str) -> bool:
+    if "train_full" not in self.splits or source == "builtin":
+      return False
+    return self.held_out_validation or self._reads_fine_tune_cot(source, path)
 
   def load_with_report(self, split: str, *, source: str, path: str = "",
                        skip_bad_records: bool = False, max_examples: int = 0, seed: int = 0
                        ) -> tuple[list[Example], loaders.LoadReport]:
     """Like `load`, also returning what was read and skipped."""
     self._check_request(split, source, max_examples)
+    held_out = self._holds_out_validation(source, path)
+    from_train = split == "train_full" or (held_out and split == "validation")
+    source_split = "train" if from_train else split
     if source == "builtin":
-      examples = self.builtin(split, seed=seed, num_examples=max_examples or None)
+      examples = self.builtin(source_split, seed=seed, num_examples=max_examples or None)
       report = loaders.LoadReport(source=f"builtin {self.name} split {split}",
                                   num_records=len(examples))
     else:
-      if source == "hf":
-        hub_id, config_name = self.hub
-        if path:
-          hub_id, _, override = path.partition(":")
-          config_name = override or config_name
-        rows = loaders.iter_hub_rows(hub_id, config_name, split)
-        what = f"hub {hub_id}" + (f"[{config_name}]" if config_name else "")
-      elif source == "tfds":
-        name = path or self.tfds_name
-        rows, what = loaders.iter_tfds_rows(name, split), f"tfds {name}"
-      else:
-        rows = loaders.local_rows(path, split, names=self.file_names,
-                                  other_names=_other_file_names(self), splits=self.splits)
-        what = f"local {path}"
-      examples, report = loaders.build_examples(
-          rows, self.parser, split, source=f"{self.name} {what} split {split}",
-          skip_bad_records=skip_bad_records)
-      if report.num_skipped:
-        logging.warning("%s", report.describe())
+      examples, report = self._load_records(source_split, source, path, skip_bad_records)
+    if held_out and split in ("train", "validation"):
+      train, validation = hold_out_validation(self.name, examples)
+      examples = train if split == "train" else validation
     if max_examples:
       examples = examples[:max_examples]
+    return examples, report
+
+  def _rows(self, split: str, source: str, path: str
+            ) -> tuple[loaders.RecordParser, Iterable[tuple[str, loaders.Row]], str]:
+    """(parser, rows, description) of `split` from a hub, TFDS or local source."""
+    if source == "hf":
+      hub_id, config_name = self.hub
+      if path:
+        hub_id, _, override = path.partition(":")
+        config_name = override or config_name
+      what = f"hub {hub_id}" + (f"[{config_name}]" if config_name else "")
+      return self.parser, loaders.iter_hub_rows(hub_id, config_name, split), what
+    if source == "tfds":
+      name = path or self.tfds_name
+      return self.parser, loaders.iter_tfds_rows(name, split), f"tfds {name}"
+    if self._reads_fine_tune_cot(source, path):
+      if not fine_tune_cot.is_layout(path, self.name):
+        raise errors.MissingFileError(
+            f"data.path={path!r} is not a Fine-tune-CoT root for task {self.name!r}: expected "
+            f"{fine_tune_cot.layout_hint(path, self.name)}")
+      parser = functools.partial(loaders.fine_tune_cot_record, key=self.name,
+                                 answer_type=self.answer_type)
+      rows = fine_tune_cot.split_rows(path, self.name, split, self.fine_tune_cot_sizes)
+      return parser, rows, f"Fine-tune-CoT {path}"
+    source_splits = tuple(s for s in self.splits if s != "train_full"
+                          and not (s == "validation" and self.held_out_validation))
+    rows = loaders.local_rows(path, split, names=self.file_names,
+                              other_names=_other_file_names(self), splits=source_splits)
+    return self.parser, rows, f"local {path}"
+
+  def _load_records(self, split: str, source: str, path: str, skip_bad_records: bool
+                    ) -> tuple[list[Example], loaders.LoadReport]:
+    parser, rows, what = self._rows(split, source, path)
+    examples, report = loaders.build_examples(
+        rows, parser, split, source=f"{self.name} {what} split {split}",
+        skip_bad_records=skip_bad_records)
+    if report.num_skipped:
+      logging.warning("%s", report.describe())
     return examples, report
 
   def _check_request(self, split: str, source: str, max_examples: int) -> None:
@@ -150,12 +227,44 @@ class Task:
     return answers_lib.answers_match(parsed, example.answer, self.answer_type)
 
 
+def validation_size(num_train: int) -> int:
+  """How many of `num_train` examples `hold_out_validation` holds out: 10%, at most 500."""
+  if num_train < 2:
+    return 0
+  return max(1, min(VALIDATION_MAX, round(num_train * VALIDATION_FRACTION)))
+
+
+def hold_out_validation(task_name: str, examples: list[Example]
+                        ) -> tuple[list[Example], list[Example]]:
+  """(train, validation): `validation_size` examples chosen by a hash of the task name and each
+  example's question (`question_key`), the rest train; both keep the source's order.
+
+  A pure function of the questions, so the same on every machine and for every seed. Examples
+  with the same question (releases repeat some) fall on the same side, so train and validation
+  share no question either and `load_splits` accepts them; validation then holds one example
+  more per repeat.
+  """
+  def rank(example: Example) -> tuple[bytes, str]:
+    key = question_key(example)
+    return hashlib.sha256(f"{task_name}/validation/{key}".encode()).digest(), example.id
+  ranked = sorted(examples, key=rank)[:validation_size(len(examples))]
+  chosen = {question_key(example) for example in ranked}
+  return ([example for example in examples if question_key(example) not in chosen],
+          [example for example in examples if question_key(example) in chosen])
+
+
 def _mc(name: str, hub: tuple[str, str | None] | None, tfds_name: str | None = None,
-        context_field: str = "", file_names: tuple[str, ...] = ()) -> Task:
+        context_field: str = "", file_names: tuple[str, ...] = (), **fields) -> Task:
   parser = functools.partial(loaders.multiple_choice_record, context_field=context_field,
                              id_prefix=name)
   return Task(name=name, answer_type=CHOICE, parser=parser, hub=hub, tfds_name=tfds_name,
-              file_names=file_names)
+              file_names=file_names, **fields)
+
+
+def _fine_tune_cot(name: str, answer_type: str, **fields) -> Task:
+  """One of Fine-tune-CoT's tasks: splits FINE_TUNE_COT_SPLITS, its split file's sizes."""
+  return Task(name=name, answer_type=answer_type, splits=FINE_TUNE_COT_SPLITS,
+              fine_tune_cot_sizes=FINE_TUNE_COT_SPLIT_SIZES[name], **fields)
 
 
 _TASKS: dict[str, Task] = {task.name: task for task in (
@@ -168,26 +277,53 @@ _TASKS: dict[str, Task] = {task.name: task for task in (
     # files: Main/train.jsonl, Additional/train_complete.jsonl (no dataset name).
     _mc("openbookqa", ("allenai/openbookqa", "additional"), "openbookqa", context_field="fact1"),
     _mc("qasc", ("allenai/qasc", None), "qasc"),  # QASC_Dataset/train.jsonl, dev.jsonl, test.jsonl
-    # train_rand_split.jsonl, dev_rand_split.jsonl, test_rand_split_no_answers.jsonl.
-    _mc("commonsense_qa", ("tau/commonsense_qa", None),
-        file_names=("rand_split", "commonsense_qa", "commonsenseqa")),
     # train.json, valid.json, test.json.
     Task(name="sciq", answer_type=CHOICE, parser=loaders.sciq_record, hub=("allenai/sciq", None)),
+    # ---- Fine-tune-CoT's 12 tasks (any of them: source local = a Fine-tune-CoT root) ----
+    # Arithmetic. SingleEq and AddSub have no hub copy with a known schema: Fine-tune-CoT's files.
+    _fine_tune_cot("single_eq", NUMBER, held_out_validation=True),
+    _fine_tune_cot("addsub", NUMBER, held_out_validation=True),
+    _fine_tune_cot("multiarith", NUMBER, parser=loaders.multiarith_record,
+                   hub=("ChilleD/MultiArith", None), held_out_validation=True),
+    # Also GSM8K's release: grade_school_math/data/train.jsonl, test.jsonl (no dataset name).
+    _fine_tune_cot("gsm8k", NUMBER, parser=loaders.gsm8k_record, hub=("openai/gsm8k", "main"),
+                   held_out_validation=True),
+    # The hub copy has its own validation split (254); Fine-tune-CoT's test is AQuA's test.
+    _fine_tune_cot("aqua", CHOICE, parser=loaders.aqua_record, hub=("deepmind/aqua_rat", "raw")),
+    _fine_tune_cot("svamp", NUMBER, parser=loaders.svamp_record, hub=("ChilleD/SVAMP", None),
+                   held_out_validation=True),
+    # BIG-bench tasks with the choices inside the question; the hub's BIG-Bench-Hard copies are
+    # other subsets (250 questions), so only Fine-tune-CoT's files.
+    _fine_tune_cot("date_understanding", CHOICE),
+    _fine_tune_cot("tracking_shuffled_objects", CHOICE),
+    # Symbolic: generated offline (builtin, the default) or Fine-tune-CoT's files.
+    _fine_tune_cot("coin_flip", YES_NO, builtin=synthetic.coin_flip),
+    _fine_tune_cot("last_letter_concatenation", TEXT, builtin=synthetic.last_letter_concatenation),
+    # Commonsense. CSQA release files: train_rand_split.jsonl, dev_rand_split.jsonl,
+    # test_rand_split_no_answers.jsonl; Fine-tune-CoT's test is the official dev set.
+    _mc("commonsense_qa", ("tau/commonsense_qa", None),
+        file_names=("rand_split", "commonsense_qa", "commonsenseqa"), splits=FINE_TUNE_COT_SPLITS,
+        fine_tune_cot_sizes=FINE_TUNE_COT_SPLIT_SIZES["commonsense_qa"]),
     # The original release has only a (labelled) train file, strategyqa_train.json; the hub copy
     # adds a test split.
-    Task(name="strategyqa", answer_type=YES_NO, splits=("train", "test"),
-         parser=loaders.strategyqa_record, hub=("ChilleD/StrategyQA", None),
-         file_names=("strategyqa",)),
-    Task(name="coin_flip", answer_type=YES_NO, builtin=synthetic.coin_flip),
-    Task(name="last_letter_concatenation", answer_type=TEXT,
-         builtin=synthetic.last_letter_concatenation),
+    _fine_tune_cot("strategy_qa", YES_NO, parser=loaders.strategyqa_record,
+                   hub=("ChilleD/StrategyQA", None), file_names=("strategyqa",),
+                   held_out_validation=True),
 )}
 
 
+def canonical_task_name(name: str) -> str:
+  """The registry key of `name`, an alias or a key ("strategyqa" -> "strategy_qa"); compare
+  tasks by it, never by the configured string."""
+  return get_task(name).name
+
+
 def get_task(name: str) -> Task:
-  """The registered task `name`; unknown names fail listing the known ones."""
+  """The registered task `name` (a key or one of TASK_ALIASES: the same Task, whose `.name` is
+  the key); unknown names fail listing the known ones."""
+  name = TASK_ALIASES.get(name, name)
   if name not in _TASKS:
-    close = difflib.get_close_matches(str(name), list_tasks(), n=1)
+    close = difflib.get_close_matches(str(name), list_tasks() + list(TASK_ALIASES), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise errors.ConfigError(f"unknown task={name!r}{hint}; registered tasks: "
                              f"{', '.join(list_tasks())}")
@@ -200,6 +336,7 @@ def _other_file_names(task: Task) -> tuple[str, ...]:
 
 
 def list_tasks() -> list[str]:
+  """The registered task keys (aliases not included), sorted."""
   return sorted(_TASKS)
 
 

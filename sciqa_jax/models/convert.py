@@ -1,16 +1,18 @@
-"""Hugging Face T5 checkpoints <-> Flax params.
+"""Hugging Face checkpoints <-> Flax params: T5, and decoder-only LMs (Llama, Mistral, Qwen2, Gemma).
 
 `load_pretrained` reads a local directory or a hub id (downloaded with `huggingface_hub`) holding
 `config.json` and one of: `model.safetensors`, a sharded `model.safetensors.index.json`, or
-`pytorch_model.bin` (+ index; only this format needs torch). `save_pretrained` writes the reverse:
-`config.json` + `model.safetensors` (+ tokenizer files), which transformers loads as a
-`T5ForConditionalGeneration`.
+`pytorch_model.bin` (+ index; only this format needs torch), and dispatches on config.json's
+`model_type`: "t5" gives a `T5`, "llama" / "mistral" / "qwen2" / "gemma" a
+`decoder_only.CausalLM`. `save_pretrained` writes a T5 back: `config.json` + `model.safetensors`
+(+ tokenizer files), which transformers loads as a `T5ForConditionalGeneration`.
 
 safetensors files are parsed directly (an 8-byte header length, a JSON header, raw little-endian
 bytes) and memory-mapped with numpy, using `ml_dtypes.bfloat16` for BF16 tensors: the safetensors
 numpy backend rejects bf16, and no deep-learning framework is needed to read a checkpoint.
 
-The mapping is a fixed table from HF tensor names to paths in our params tree (see `t5.py`);
+The mapping is a fixed table from HF tensor names to paths in our params tree (see `t5.py`; the
+decoder-only tree keeps HF's module names, so its table is a rename, see `decoder_only.py`);
 torch Linear weights are [out, in] and are transposed to Flax kernels [in, out]. Every tensor is
 checked against the shape the config implies, so a mismatched config/weights pair fails with the
 tensor's name and both shapes instead of a broadcasting error deep inside a jit.
@@ -32,6 +34,8 @@ import ml_dtypes
 import numpy as np
 from flax import traverse_util
 
+from sciqa_jax.models import decoder_only
+from sciqa_jax.models.decoder_only import CausalLM, DecoderConfig
 from sciqa_jax.models.t5 import T5, T5Config
 
 CONFIG_FILE = "config.json"
@@ -181,15 +185,21 @@ def resolve_model_dir(path_or_hub_id: str) -> str:
         f"({type(e).__name__}: {e}).") from e
 
 
-def load_hf_config(model_dir: str, **overrides) -> T5Config:
+def read_hf_config(model_dir: str) -> dict[str, Any]:
+  """config.json of a model directory, as a dict."""
   path = os.path.join(model_dir, CONFIG_FILE)
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path} not found: a T5 directory needs {CONFIG_FILE}.")
+    raise FileNotFoundError(f"{path} not found: a model directory needs {CONFIG_FILE}.")
   with open(path) as f:
-    hf = json.load(f)
+    return json.load(f)
+
+
+def load_hf_config(model_dir: str, **overrides) -> T5Config:
+  hf = read_hf_config(model_dir)
   if hf.get("model_type") != "t5":
-    raise ValueError(f"{path} has model_type={hf.get('model_type')!r}; only 't5' models "
-                     "(T5 v1.0, T5 v1.1, Flan-T5) are supported.")
+    raise ValueError(f"{os.path.join(model_dir, CONFIG_FILE)} has model_type="
+                     f"{hf.get('model_type')!r}; only 't5' models (T5 v1.0, T5 v1.1, Flan-T5) are "
+                     "supported.")
   return T5Config.from_hf(hf, **overrides)
 
 
@@ -225,16 +235,91 @@ def params_from_state_dict(state: dict[str, np.ndarray], config: T5Config,
   return config, traverse_util.unflatten_dict(flat)
 
 
-def load_pretrained(path_or_hub_id: str, dtype: str | None = None,
-                    param_dtype: str | None = None) -> tuple[T5, Any]:
-  """Loads an HF T5 directory or hub id -> (T5 module, params).
+def _to_params_dtype(array: np.ndarray, transpose: bool, dtype, to_device: bool):
+  array = np.asarray(array)
+  array = array.T if transpose else array
+  if to_device:
+    return jnp.asarray(array, dtype=dtype)
+  return np.ascontiguousarray(array.astype(np.dtype(dtype), copy=False))
 
-  `dtype` is the compute dtype (default float32), `param_dtype` the dtype params are stored in
-  (default float32, whatever the file's storage dtype).
+
+# ------------------------------------------------------------------------------------------------
+# Decoder-only LMs
+# ------------------------------------------------------------------------------------------------
+def decoder_name_map(config: DecoderConfig) -> dict[str, tuple[Path, bool]]:
+  """HF tensor name -> (path in our params tree, transpose?): `layers_3` is `layers.3`, a Dense
+  `kernel` is the transposed `weight`, `scale` / `embedding` are `weight`, `bias` is `bias`."""
+  names = {}
+  for path in decoder_only.param_shapes(config):
+    leaf = path[-1]
+    modules = [p.replace("layers_", "layers.") if p.startswith("layers_") else p for p in path[:-1]]
+    hf_leaf = "bias" if leaf == "bias" else "weight"
+    names[".".join(modules + [hf_leaf])] = (path, leaf == "kernel")
+  return names
+
+
+def decoder_params_from_state_dict(state: dict[str, np.ndarray], config: DecoderConfig,
+                                   source: str = "checkpoint", to_device: bool = True
+                                   ) -> tuple[DecoderConfig, Any]:
+  """Maps HF tensors to (config with the real tie setting, params tree in `config.param_dtype`).
+
+  The head is tied when config.json says so (transformers then ignores any `lm_head.weight`), or
+  when the file has no `lm_head.weight` (transformers would start a random head instead, which no
+  teacher wants). `to_device=False` keeps numpy arrays, for a caller that places a model larger
+  than one device straight onto its shardings.
+  """
+  if not config.tie_word_embeddings and "lm_head.weight" not in state:
+    logging.warning("%s: config.json says the head is untied but the weights have no "
+                    "lm_head.weight; tying it to the embedding.", source)
+    config = config.replace(tie_word_embeddings=True)
+  names = decoder_name_map(config)
+  shapes = decoder_only.param_shapes(config)
+  missing = sorted(n for n in names if n not in state)
+  if missing:
+    raise ValueError(f"{source} lacks {len(missing)} tensor(s) a {config.model_type} model with "
+                     f"this config.json needs, e.g. {', '.join(missing[:5])}.")
+  unexpected = sorted(n for n in set(state) - set(names) - {"lm_head.weight"}
+                      if not n.endswith("rotary_emb.inv_freq"))
+  if unexpected:
+    logging.warning("%s: ignoring %d unexpected tensor(s), e.g. %s", source, len(unexpected),
+                    ", ".join(unexpected[:5]))
+  flat = {}
+  for hf_name, (path, transpose) in names.items():
+    array = state[hf_name]
+    want = shapes[path][::-1] if transpose else shapes[path]
+    if tuple(array.shape) != tuple(want):
+      raise ValueError(f"{source}: tensor {hf_name} has shape {tuple(array.shape)} but config.json "
+                       f"implies {tuple(want)}.")
+    flat[path] = _to_params_dtype(array, transpose, config.params_dtype, to_device)
+  return config, traverse_util.unflatten_dict(flat)
+
+
+def load_pretrained(path_or_hub_id: str, dtype: str | None = None,
+                    param_dtype: str | None = None, *, to_device: bool = True
+                    ) -> tuple[T5 | CausalLM, Any]:
+  """Loads an HF model directory or hub id -> (module, params), by config.json's `model_type`.
+
+  "t5" -> `T5`; "llama", "mistral", "qwen2", "gemma" -> `decoder_only.CausalLM`. `dtype` is the
+  compute dtype (default float32), `param_dtype` the dtype params are stored in (default float32,
+  whatever the file's storage dtype). `to_device=False` returns numpy arrays (decoder-only only):
+  nothing lands on the default device, so a sharded placement can follow.
   """
   model_dir = resolve_model_dir(path_or_hub_id)
   overrides = {k: v for k, v in (("dtype", dtype), ("param_dtype", param_dtype)) if v is not None}
-  config = load_hf_config(model_dir, **overrides)
+  hf = read_hf_config(model_dir)
+  model_type = hf.get("model_type")
+  if model_type in decoder_only.MODEL_TYPES:
+    config = DecoderConfig.from_hf(hf, **overrides)
+    config, params = decoder_params_from_state_dict(_read_state_dict(model_dir), config,
+                                                    source=model_dir, to_device=to_device)
+    return CausalLM(config), params
+  if model_type != "t5":
+    raise ValueError(f"{os.path.join(model_dir, CONFIG_FILE)} has model_type={model_type!r}; "
+                     "supported are 't5' (T5 v1.0, T5 v1.1, Flan-T5) and the decoder-only "
+                     f"{', '.join(repr(t) for t in decoder_only.MODEL_TYPES)}.")
+  if not to_device:
+    raise ValueError("load_pretrained: to_device=False is only supported for decoder-only models.")
+  config = T5Config.from_hf(hf, **overrides)
   config, params = params_from_state_dict(_read_state_dict(model_dir), config, source=model_dir)
   return T5(config), params
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 
+from sciqa_jax import errors
 from sciqa_jax.models.convert import load_pretrained
 from sciqa_jax.models.t5 import T5, T5Config, init_params
 
@@ -44,13 +45,19 @@ def init_students(config, tokenizer, students: tuple[str, ...]
     params = {s: init_params(model_config, keys[i]) for i, s in enumerate(students)}
     return T5(model_config), model_config, params
   if m.init != "pretrained":
-    raise ValueError(f"model.init={m.init!r}; expected 'random' or 'pretrained'")
+    raise errors.ConfigError(f"model.init={m.init!r}; expected 'random' or 'pretrained'")
   if not m.pretrained:
-    raise ValueError("model.init='pretrained' needs model.pretrained (a hub id or directory)")
+    raise errors.ConfigError(
+        "model.init='pretrained' needs model.pretrained (a hub id or directory)")
   model, params = load_pretrained(m.pretrained, dtype=m.dtype, param_dtype=m.param_dtype)
+  if not isinstance(model, T5):
+    raise errors.ConfigError(
+        f"model.pretrained={m.pretrained!r} is a {type(model).__name__} ({model.config.model_type}"
+        "): students are T5 encoder-decoders; decoder-only models serve as teachers "
+        "(teacher.model)")
   model_config = model.config.replace(dropout_rate=m.dropout_rate)
   if len(tokenizer) > model_config.vocab_size:
-    raise ValueError(f"tokenizer {m.tokenizer!r} has {len(tokenizer)} tokens but "
+    raise errors.ConfigError(f"tokenizer {m.tokenizer!r} has {len(tokenizer)} tokens but "
                      f"{m.pretrained} only {model_config.vocab_size} embeddings")
   # The same arrays for every student: jit's outputs are distinct buffers per student.
   return T5(model_config), model_config, {s: params for s in students}

@@ -7,8 +7,8 @@ A teacher comes in one of two shapes, because the backends differ in what they c
                      (`teacher/prompts.py`) and the rationale pipeline (`rationales.py`) turn
                      examples into prompts and completions back into rationales and answers.
   ExampleTeacher     something that explains examples directly (the template teacher for the
-                     built-in task, rationales imported from a JSONL file). It sees the Example and
-                     returns rationale + answer pairs; no prompt is involved.
+                     built-in task, rationales imported from a file: teacher/adapters.py). It sees
+                     the Example and returns rationale + answer pairs; no prompt is involved.
 
 Both carry a `name`, recorded in the cache as the teacher id so that a cache says who wrote it.
 
@@ -123,9 +123,10 @@ def make_teacher(teacher_config, seed: int = 0) -> CompletionTeacher | ExampleTe
   if backend == "import":
     if not teacher_config.model:
       raise errors.ConfigError("teacher.backend='import' needs teacher.model = the JSONL file of "
-                               "rationales")
+                               "rationales (or the file or directory of teacher.import_format)")
     importer = importlib.import_module("sciqa_jax.teacher.importer")
-    return importer.ImportedRationales(path=teacher_config.model)
+    return importer.ImportedRationales(path=teacher_config.model,
+                                       import_format=get("import_format", "jsonl"))
   if backend not in BACKENDS:
     raise errors.ConfigError(f"unknown teacher.backend={backend!r}; choose one of "
                              f"{', '.join(BACKENDS)}")

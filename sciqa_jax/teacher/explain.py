@@ -61,11 +61,13 @@ def _complete_in_batches(teacher, prompts: list[str], *, batch_size: int, seed: 
 
 
 def explain(teacher, examples: Sequence[Example], teacher_config, *, seed: int,
-            exemplars: Sequence[prompts_lib.Exemplar] = ()) -> list[list[tuple[str, str]]]:
+            exemplars: Sequence[prompts_lib.Exemplar] = (),
+            answer_type: str | None = None) -> list[list[tuple[str, str]]]:
   """Per example, (rationale, answer text) for every sample the teacher wrote (module doc 1-2).
 
   Duplicate samples are returned too (with an empty answer text, never asked for): the caller
-  counts them.
+  counts them. `answer_type` (the task's) picks step 2's answer trigger
+  (`prompts.answer_trigger`); None asks with the generic one.
   """
   t = teacher_config
   if is_example_teacher(teacher):
@@ -84,7 +86,7 @@ def explain(teacher, examples: Sequence[Example], teacher_config, *, seed: int,
     for sample, first in zip(per_example, firsts):
       if first and sample.answer_text is None and sample.rationale:
         pending.append((sample, prompts_lib.answer_prompt(example, sample.rationale, style,
-                                                          exemplars)))
+                                                          exemplars, answer_type)))
   if pending:
     answers = _complete_in_batches(
         teacher, [prompt for _, prompt in pending], batch_size=t.batch_size,
