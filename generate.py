@@ -6,6 +6,18 @@ writes them to `config.cache_dir` (sciqa_jax.cache). Rerunning the same command 
 run, rewrites a damaged shard, and on a complete cache only reads it and prints the summary; a
 different config on the same cache_dir is refused. The summary counts, per split, the questions
 left without a rationale. The work is in sciqa_jax.rationales.
+
+Several processes, with the JAX teacher (`teacher.backend=jax_t5`): run the same command in every
+process, on a TPU pod slice (detected, like train.py) or with `--coordinator_address=HOST:PORT
+--num_processes=N --process_id=I`. `teacher.multiprocess` says how they share the work:
+  replicas  (default) every process runs its own copy of the teacher on its local devices and
+            explains its own share of the shards (p, p + N, ...) into a cache_dir every host sees;
+  sharded   one teacher spans every process's devices (`teacher.parallelism=fsdp` splits its
+            weights over them all: a model larger than one host) and the processes run every
+            batch together; process 0 writes.
+Either way the cache is byte-identical to a one-process run's, and after a killed process,
+restarting all of them resumes it (sciqa_jax/cache.py's docstring). Other backends run as one
+process.
 """
 
 from sciqa_jax import cli
@@ -15,19 +27,47 @@ cli.quiet_third_party()  # before TensorFlow / JAX are imported
 from absl import app
 from absl import logging
 
+from sciqa_jax import config as config_lib
+from sciqa_jax import errors
 from sciqa_jax import rationales
 
 _FLAGS = cli.define_common_flags(config_help="Config file (configs/<name>.py[:variant]).")
 
+JAX_BACKENDS = ("jax_t5",)  # the teachers that can span processes
 
-def _process_index(config) -> int:
-  # Only the Flax teacher can span hosts. JAX is not initialised for the other backends: on a GPU
-  # machine that would reserve most of the memory the PyTorch teacher needs.
-  if config.teacher.backend != "jax_t5":
-    return 0
+
+def _processes(config):
+  """The job's processes (None: this one alone, JAX untouched).
+
+  JAX is not initialised for the other backends: on a GPU machine that would reserve most of the
+  memory the PyTorch teacher needs.
+  """
+  num_processes = _FLAGS.num_processes.value
+  if config.teacher.backend not in JAX_BACKENDS:
+    if num_processes is not None and num_processes > 1:
+      raise errors.ConfigError(
+          f"--num_processes={num_processes}: only a JAX teacher (teacher.backend="
+          f"{' or '.join(JAX_BACKENDS)}) spans processes; run teacher.backend="
+          f"{config.teacher.backend!r} as one process")
+    return None
+  from sciqa_jax import sharding  # pylint: disable=g-import-not-at-top
+
+  # Before anything touches the devices: JAX can only join a job before its backend starts.
+  sharding.initialize_distributed(_FLAGS.coordinator_address.value, num_processes,
+                                  _FLAGS.process_id.value)
+  return sharding.ProcessGroup()
+
+
+def _teacher(config, processes):
+  """A teacher over every process's devices for teacher.multiprocess="sharded"; else None (the
+  teacher build_cache makes of config.teacher, on this process's devices)."""
+  if processes is None or processes.count == 1 or config.teacher.multiprocess != "sharded":
+    return None
   import jax  # pylint: disable=g-import-not-at-top
+  from sciqa_jax.teacher import jax_t5  # pylint: disable=g-import-not-at-top
 
-  return jax.process_index()
+  rationales.validate_config(config)  # before minutes of loading a model
+  return jax_t5.JaxT5Teacher.from_config(config.teacher, devices=jax.devices())
 
 
 def main(argv) -> None:
@@ -37,10 +77,11 @@ def main(argv) -> None:
   config = _FLAGS.config.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/generate_arc_easy.py")
-  process_index = _process_index(config)
-  counts = rationales.build_cache(config, process_index=process_index,
-                                  progress=_FLAGS.progress.value)
-  if process_index == 0:
+  config_lib.check(config)
+  processes = _processes(config)
+  counts = rationales.build_cache(config, teacher=_teacher(config, processes),
+                                  processes=processes, progress=_FLAGS.progress.value)
+  if processes is None or processes.index == 0:
     logging.info("rationale cache: %s", config.cache_dir)
     print(rationales.format_summary(counts), flush=True)
 

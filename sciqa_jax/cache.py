@@ -56,10 +56,10 @@ byte-identical to a single-process run's. A user error (or any exception) in one
 is raised on every process at the next sync point (`run_together`) instead of leaving them waiting.
 
 Readers use `read_records`: every record of a split, in shard order, on every host (the trainer
-splits the tokenised rows between hosts itself, see `input_pipeline.host_rows`). Readers trust nothing on disk: every shard's
-sha256 and record count are checked against the manifest before its records are used, and a
-damaged manifest or shard is an `errors.CorruptFileError` naming the file (rerunning generate.py
-with the same config rewrites a damaged shard).
+builds the same global batches on every host and each feeds its block of them). Readers trust
+nothing on disk: every shard's sha256 and record count are checked against the manifest before its
+records are used, and a damaged manifest or shard is an `errors.CorruptFileError` naming the file
+(rerunning generate.py with the same config rewrites a damaged shard).
 """
 
 from __future__ import annotations
@@ -296,7 +296,7 @@ def run_together(processes, work: Callable[[], Any]) -> Any:
   error, failure = None, None
   try:
     result = work()
-  except Exception as e:  # pylint: disable=broad-except  (re-raised below, here and elsewhere)
+  except Exception as e:  # pylint: disable=broad-except  (raised below, on every process)
     error, result = e, None
     failure = [type(e).__name__, str(e), isinstance(e, errors.UserError)]
   failures = processes.allgather(failure)

@@ -12,26 +12,24 @@ Design:
   * Tokenisation runs once, up front, on the host with the fast (Rust) batch tokenizer into numpy.
     Every row is truncated and padded to the config's fixed lengths, so every batch has the same
     shapes and the jitted train step compiles exactly once.
-  * The data position is the step: batch k is a pure function of
-    (num_rows, seed, k, process_index, process_count) (`batch_indices`), so there is no iterator
-    state to checkpoint and a run resumed at step k (after SIGKILL or not) sees exactly the batches
-    an uninterrupted run sees. A host reads its rows as an endless stream of epochs; epoch e is a
-    permutation of the host's rows keyed by (seed, process_index, e) (the process index too, so
-    that hosts do not read their rows in the same relative order: otherwise rows i and i + 1,
-    often two rationales of one question, would always share a global batch); batch k is stream
-    positions [k * b, (k + 1) * b) with b the per-host batch size. A batch may straddle two (or,
-    when the host has fewer rows than a batch, more) epochs: no row is ever dropped.
+  * The data position is the step: global batch k is a pure function of (num_rows, seed, k)
+    (`batch_indices`), so there is no iterator state to checkpoint and a run resumed at step k
+    (after SIGKILL or not) sees exactly the batches an uninterrupted run sees. The rows are read
+    as an endless stream of epochs; epoch e is a permutation of the rows keyed by (seed, e);
+    batch k is stream positions [k * b, (k + 1) * b) with b the global batch size. A batch may
+    straddle two (or, with fewer rows than a batch, more) epochs: no row is ever dropped.
   * The permutation is our own, not numpy's `Generator.permutation` (whose stream numpy does not
-    promise to keep across versions): epoch e of host p with n rows sorts positions 0..n-1 by the
-    64-bit key m(m(m(m(seed) ^ p) ^ e) ^ i), m = splitmix64, all in wrapping uint64 integer
-    arithmetic (seed, p and e taken modulo 2**64). m is a bijection, so the keys are distinct and
-    the order is exact and the same on every platform and numpy version.
+    promise to keep across versions): epoch e of n rows sorts positions 0..n-1 by the 64-bit key
+    m(m(m(m(seed)) ^ e) ^ i), m = splitmix64, all in wrapping uint64 integer arithmetic (seed and
+    e taken modulo 2**64). m is a bijection, so the keys are distinct and the order is exact and
+    the same on every platform and numpy version.
   * Batches hold row *indices*; the numpy gather that turns them into token arrays is cheap and
     exact. `Batches.get(k)` caches only the permutations of the epochs batch k touches, so
     sequential access costs one sort per epoch.
-  * Multi-host: rows are split disjointly by `jax.process_index()` (row i goes to host
-    i % process_count) and each host batches `global_batch // process_count` of its own rows; the
-    trainer assembles the global array from the per-host pieces.
+  * Multi-process: every process tokenises all rows and computes the same global batch k, then
+    gathers only its block (process p of P: rows [p * b / P, (p + 1) * b / P) of the batch); the
+    trainer assembles the global array from the blocks. A run trains on the same batches whatever
+    its process count.
 
 Sequence conventions (T5): inputs and labels end with EOS (truncation keeps the EOS, and a text
 holding a rationale loses the rationale's middle: `tokenizer.tokenize`);
@@ -375,23 +373,6 @@ def tokenize_rows(pairs: Sequence[tuple[Example, str | None]], objective: Object
 # ---- batching --------------------------------------------------------------------------------
 
 
-def host_rows(num_rows: int, process_index: int, process_count: int) -> np.ndarray:
-  """The global row indices this host trains on (disjoint across hosts, covering all rows)."""
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index {process_index} outside [0, {process_count})")
-  rows = np.arange(num_rows, dtype=np.int64)[process_index::process_count]
-  if rows.size == 0:
-    raise ValueError(f"{num_rows} training rows cannot feed {process_count} hosts")
-  return rows
-
-
-def per_host_batch_size(global_batch_size: int, process_count: int) -> int:
-  if global_batch_size % process_count:
-    raise ValueError(f"train.batch_size={global_batch_size} is not divisible by the "
-                     f"{process_count} processes")
-  return global_batch_size // process_count
-
-
 _UINT64 = 1 << 64
 
 
@@ -403,87 +384,87 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
   return x ^ (x >> np.uint64(31))
 
 
-def epoch_permutation(n: int, seed: int, epoch: int, process_index: int = 0) -> np.ndarray:
-  """The order (positions 0..n-1, int64) in which host `process_index` reads its n rows in `epoch`.
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+  """The order (positions 0..n-1, int64) in which the n rows are read in `epoch`.
 
-  Sorts the positions i by m(m(m(m(seed) ^ process_index) ^ epoch) ^ i), m = splitmix64:
-  integer-only, so identical on every platform and numpy version (see the module docstring).
+  Sorts the positions i by m(m(m(m(seed)) ^ epoch) ^ i), m = splitmix64: integer-only, so
+  identical on every platform and numpy version (see the module docstring).
   """
   if epoch < 0:
     raise ValueError(f"epoch {epoch} is negative")
-  key = _splitmix64(np.array([seed % _UINT64], np.uint64))
-  key = _splitmix64(key ^ np.uint64(process_index % _UINT64))
+  key = _splitmix64(_splitmix64(np.array([seed % _UINT64], np.uint64)))
   key = _splitmix64(key ^ np.uint64(epoch % _UINT64))
   return np.argsort(_splitmix64(key ^ np.arange(n, dtype=np.uint64)), kind="stable")
 
 
-def _stream_indices(local: np.ndarray, k: int, batch_size: int,
-                    permutation) -> np.ndarray:
-  """Global row indices at positions [k*b, (k+1)*b) of the host's epoch stream over `local`."""
+def _stream_indices(num_rows: int, k: int, batch_size: int, permutation) -> np.ndarray:
+  """Row indices at positions [k*b, (k+1)*b) of the endless stream of epochs over the rows."""
   if k < 0:
     raise ValueError(f"batch index {k} is negative")
   if batch_size < 1:
-    raise ValueError(f"per-host batch size {batch_size} must be positive")
-  n = local.size
+    raise ValueError(f"batch size {batch_size} must be positive")
   positions = k * batch_size + np.arange(batch_size, dtype=np.int64)
-  epochs, offsets = np.divmod(positions, n)
+  epochs, offsets = np.divmod(positions, num_rows)
   out = np.empty((batch_size,), np.int64)
   for epoch in range(int(epochs[0]), int(epochs[-1]) + 1):
     where = epochs == epoch
-    out[where] = local[permutation(epoch)[offsets[where]]]
+    out[where] = permutation(epoch)[offsets[where]]
   return out
 
 
-def batch_indices(num_rows: int, k: int, *, batch_size_per_host: int, seed: int,
-                  process_index: int = 0, process_count: int = 1) -> np.ndarray:
-  """The global row indices (int64 [batch_size_per_host]) of this host's batch k.
+def batch_indices(num_rows: int, k: int, *, batch_size: int, seed: int) -> np.ndarray:
+  """The row indices (int64 [batch_size]) of global batch k: a pure function of its arguments.
 
-  A pure function of its arguments: the host's rows (`host_rows`) read as an endless stream of
-  epochs, epoch e in the order `epoch_permutation(len(host rows), seed, e, process_index)`;
-  batch k is stream positions [k * b, (k + 1) * b).
+  The rows are read as an endless stream of epochs, epoch e in the order
+  `epoch_permutation(num_rows, seed, e)`; batch k is stream positions [k * b, (k + 1) * b).
   """
-  local = host_rows(num_rows, process_index, process_count)
-  return _stream_indices(local, k, batch_size_per_host,
-                         lambda epoch: epoch_permutation(local.size, seed, epoch, process_index))
+  return _stream_indices(num_rows, k, batch_size,
+                         lambda epoch: epoch_permutation(num_rows, seed, epoch))
 
 
 class Batches:
-  """This host's training batches by index: `get(k)` is batch k of the run (see `batch_indices`).
+  """This process's part of the run's training batches, by index: `get(k)` is block
+  `process_index` of `process_count` equal blocks of global batch k (`batch_indices`).
 
-  `get(k)` returns `{stream: {feature: np.int32 [per_host_batch, length]}}`. There is no iterator
-  state: any k may be asked for in any order, and two `Batches` with the same rows and settings
-  give identical batches. Only the permutations of the epochs the latest batch touched are kept,
-  so stepping k = 0, 1, 2, ... sorts each epoch once.
+  Every process computes the same global batches, so a run trains on the same batches whatever
+  its process count, and `sharding.shard_batch` assembles the global array from the blocks in
+  process order. `get(k)` returns `{stream: {feature: np.int32 [block rows, length]}}`. There is
+  no iterator state: any k may be asked for in any order, and two `Batches` with the same rows
+  and settings give identical batches. Only the permutations of the epochs the latest batch
+  touched are kept, so stepping k = 0, 1, 2, ... sorts each epoch once.
   """
 
   def __init__(self, rows: TokenizedRows, *, global_batch_size: int, seed: int,
                process_index: int = 0, process_count: int = 1):
+    if global_batch_size % process_count:
+      raise errors.ConfigError(f"train.batch_size={global_batch_size} is not divisible by the "
+                               f"{process_count} processes")
+    if not 0 <= process_index < process_count:
+      raise ValueError(f"process_index {process_index} outside [0, {process_count})")
     self.rows = rows
     self.seed = seed
-    self.process_index = process_index
-    self.process_count = process_count
-    self.batch_size = per_host_batch_size(global_batch_size, process_count)
-    self.local_rows = host_rows(rows.num_rows, process_index, process_count)
+    self.batch_size = global_batch_size
+    block = global_batch_size // process_count
+    self.block = slice(process_index * block, (process_index + 1) * block)
     self._permutations: dict[int, np.ndarray] = {}
 
   def indices(self, k: int) -> np.ndarray:
-    """The global row indices of batch k (equal to `batch_indices` with this object's settings)."""
+    """The row indices of global batch k (equal to `batch_indices` with these settings)."""
     kept = {}
 
     def permutation(epoch: int) -> np.ndarray:
       if epoch not in kept:
         kept[epoch] = self._permutations.get(epoch)
         if kept[epoch] is None:
-          kept[epoch] = epoch_permutation(self.local_rows.size, self.seed, epoch,
-                                          self.process_index)
+          kept[epoch] = epoch_permutation(self.rows.num_rows, self.seed, epoch)
       return kept[epoch]
 
-    out = _stream_indices(self.local_rows, k, self.batch_size, permutation)
+    out = _stream_indices(self.rows.num_rows, k, self.batch_size, permutation)
     self._permutations = kept
     return out
 
   def get(self, k: int) -> Batch:
-    indices = self.indices(k)
+    indices = self.indices(k)[self.block]
     return {stream: {key: value[indices] for key, value in features.items()}
             for stream, features in self.rows.arrays.items()}
 

@@ -6,7 +6,9 @@ For each split in `teacher.splits`, examples are cut into fixed shards of `teach
   1. the teacher explains every example `teacher.num_samples` times (diverse reasoning;
      `sciqa_jax.teacher.explain`);
      completion teachers get the prompts of `teacher.prompt_style` (sciqa_jax.teacher.prompts) in
-     batches of `teacher.batch_size`, example teachers get the Examples;
+     batches of `teacher.batch_size`, example teachers get the Examples; step 2's answer trigger
+     fits the task's answer type (`prompts.answer_trigger`), and few_shot_cot's exemplars are
+     `teacher.few_shot_path`'s or, when it is empty, the ones shipped for the task;
   2. identical rationales of one example (after whitespace normalisation) are dropped as
      duplicates; completion teachers are asked for the answer (step 2, greedy) only for the
      remaining samples whose step-1 completion had no answer sentence;
@@ -18,6 +20,12 @@ Counts per split: `samples = correct + wrong + unparseable + duplicates`, and wi
 `kept = correct`. The teacher's seed for a shard is derived from (config.seed, split, shard), and
 for a batch from that and the batch index, so a resumed run asks exactly the questions with
 exactly the seeds an uninterrupted run would.
+
+Imported rationales (`teacher.backend="import"`, `teacher.import_format`: this project's JSONL,
+Fine-tune-CoT's completion files, distilling step-by-step's llm/ files; `teacher/adapters.py`) go
+through the same parser and filter as a live teacher's, so a published rationale whose answer is
+wrong is dropped and one without a readable answer is counted unparseable. A step_by_step import
+is aligned with each split by position: the split is bound to it before its first shard.
 
 Coverage is reported, never lost silently: per split, the questions left without any kept
 rationale (`examples_without_kept`) and, for the import teacher, the ids of its file that match no
@@ -36,7 +44,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -49,6 +56,7 @@ from sciqa_jax.data import registry
 from sciqa_jax.data.example import Example
 from sciqa_jax.data.registry import Task
 from sciqa_jax.teacher import BACKENDS, make_teacher
+from sciqa_jax.teacher import importer
 from sciqa_jax.teacher import prompts as prompts_lib
 from sciqa_jax.teacher.explain import derive_seed, explain, first_occurrences, is_example_teacher
 
@@ -90,12 +98,25 @@ def producing_config(config) -> dict[str, Any]:
       out[key] = node
   if out.get("teacher.backend") in EXAMPLE_BACKENDS:
     out["teacher.prompt_style"] = out["teacher.backend"]
+  t = config.teacher
+  # Recorded only where they matter, so that caches written before these settings existed
+  # (JSONL imports, explicit exemplar files) still resume.
+  if t.backend == "import" and t.get("import_format", "jsonl") != "jsonl":
+    out["teacher.import_format"] = t.import_format
+  if t.backend not in EXAMPLE_BACKENDS and t.prompt_style == prompts_lib.FEW_SHOT_COT:
+    out["teacher.few_shot_path"] = prompts_lib.exemplars_id(t.few_shot_path,
+                                                            _task_name(config))
   return out
+
+
+def _task_name(config) -> str:
+  return registry.get_task(config.task).name
 
 
 def validate_config(config) -> None:
   """Fails early, naming the key, on settings that cannot produce a cache (errors.ConfigError;
-  a missing import file is errors.MissingFileError). Reads no data and writes nothing."""
+  a missing import or exemplar file is errors.MissingFileError, a malformed exemplar file
+  errors.DataError). Reads no dataset, only the few-shot exemplars, and writes nothing."""
   t = config.teacher
   if not config.cache_dir:
     raise errors.ConfigError("config.cache_dir is empty: set --config.cache_dir=<dir> for the "
@@ -105,10 +126,9 @@ def validate_config(config) -> None:
                              f"{', '.join(BACKENDS)}")
   if t.backend == "import" and not t.model:
     raise errors.ConfigError("teacher.backend='import' needs teacher.model = the JSONL file of "
-                             "rationales")
-  if t.backend == "import" and not os.path.isfile(t.model):
-    raise errors.MissingFileError(f"teacher.model={t.model!r}: no such JSONL file of rationales "
-                                  "(teacher.backend='import')")
+                             "rationales (or the file or directory of teacher.import_format)")
+  if t.backend == "import":
+    importer.check_path(t.model, t.get("import_format", "jsonl"))
   _validate_splits(config)
   if t.prompt_style not in prompts_lib.PROMPT_STYLES:
     raise errors.ConfigError(f"teacher.prompt_style={t.prompt_style!r}; expected one of "
@@ -123,10 +143,8 @@ def validate_config(config) -> None:
   if t.shard_size < 1 or t.batch_size < 1:
     raise errors.ConfigError(f"teacher.shard_size={t.shard_size} and teacher.batch_size="
                              f"{t.batch_size} must be >= 1")
-  if t.prompt_style == prompts_lib.FEW_SHOT_COT and not t.few_shot_path and \
-      t.backend not in EXAMPLE_BACKENDS:
-    raise errors.ConfigError("teacher.prompt_style='few_shot_cot' needs teacher.few_shot_path = "
-                             "a JSONL file of exemplars")
+  if t.prompt_style == prompts_lib.FEW_SHOT_COT and t.backend not in EXAMPLE_BACKENDS:
+    prompts_lib.load_task_exemplars(t.few_shot_path, _task_name(config))  # given, or shipped
 
 
 def _validate_splits(config) -> None:
@@ -188,15 +206,17 @@ def filter_samples(task: Task, example: Example, outputs: Sequence[tuple[str, st
   return records, counts
 
 
-def build_cache(config, *, teacher=None, process_index: int = 0,
+def build_cache(config, *, teacher=None, processes=None,
                 progress: bool = True) -> dict[str, dict[str, Any]]:
   """Builds (or resumes) the rationale cache of `config`; returns the counts per split.
 
   Args:
     config: a full config (sciqa_jax.config.base_config schema).
     teacher: a teacher to use instead of building `config.teacher`'s (tests, notebooks).
-    process_index: this process's index; only process 0 writes files, the others run the teacher
-      (a multi-host teacher needs every process) and skip the same completed shards.
+    processes: the job's processes (`sharding.ProcessGroup()`; default: this one alone). Every
+      process calls build_cache; `teacher.multiprocess` says who explains which shard
+      (sciqa_jax.cache's docstring): "replicas" each its own shards, "sharded" all of them
+      together. Process 0 alone writes the manifest; every process returns the same counts.
     progress: show a tqdm bar (examples/s, kept samples, question coverage) on process 0.
 
   Returns:
@@ -216,13 +236,14 @@ def build_cache(config, *, teacher=None, process_index: int = 0,
   for loaded in splits.values():
     if not loaded.examples and not allow_empty:
       raise _empty_split_error(loaded.name, _no_examples_cause(config, loaded))
-  writer = cache_lib.CacheWriter(config.cache_dir, producing_config(config),
-                                 read_only=process_index != 0)
+  processes = processes or cache_lib.SingleProcess()
+  writer = cache_lib.CacheWriter(config.cache_dir, producing_config(config), processes=processes,
+                                 mode=t.get("multiprocess", "replicas"))
   teacher = build_teacher(config) if teacher is None else teacher
   exemplars = ()
   if not is_example_teacher(teacher) and t.prompt_style == prompts_lib.FEW_SHOT_COT:
-    exemplars = prompts_lib.load_exemplars(t.few_shot_path)
-  run = _Run(config, teacher, writer, exemplars, progress=progress and not process_index)
+    exemplars = prompts_lib.load_task_exemplars(t.few_shot_path, _task_name(config))
+  run = _Run(config, teacher, writer, exemplars, progress=progress and not processes.index)
   return {split: run.split(loaded, allow_empty=allow_empty) for split, loaded in splits.items()}
 
 
@@ -239,12 +260,18 @@ class _Run:
   def split(self, loaded: registry.Split, *, allow_empty: bool) -> dict[str, Any]:
     """Writes (or resumes) one split's shards and returns its counts (module doc)."""
     num_shards = math.ceil(len(loaded.examples) / self.config.teacher.shard_size)
+    if hasattr(self.teacher, "bind"):  # an import aligned by position (step_by_step)
+      self.teacher.bind(loaded.name, loaded.examples,
+                        truncated=bool(self.config.data.max_examples),
+                        skipped=loaded.report.num_skipped)
     done = self.writer.start_split(loaded.name, loaded.examples, num_shards,
                                    skipped_records=loaded.report.num_skipped)
     if done:
       logging.info("split %s: resuming, %d of %d shards already complete", loaded.name,
                    len(done), num_shards)
-    self._write_missing_shards(loaded, num_shards, done)
+    # This process's shards, then every process's in the manifest (a barrier with several).
+    self.writer.collect_split(loaded.name,
+                              lambda: self._write_missing_shards(loaded, num_shards, done))
     counts = self._coverage(loaded)
     if not counts["kept"]:
       if not allow_empty:
@@ -258,8 +285,10 @@ class _Run:
   def _write_missing_shards(self, loaded: registry.Split, num_shards: int,
                             done: set[int]) -> None:
     size, split, examples = self.config.teacher.shard_size, loaded.name, loaded.examples
-    bar = _progress_bar(split, examples, done, size, enabled=self.progress)
-    for shard in range(num_shards):
+    mine = {shard for shard in range(num_shards) if self.writer.owns(shard)}
+    bar = _progress_bar(split, examples, set(range(num_shards)) - (mine - done), size,
+                        enabled=self.progress)
+    for shard in sorted(mine):
       if shard not in done:
         shard_examples = examples[shard * size:(shard + 1) * size]
         self._write_shard(loaded.task, split, shard, shard_examples)
@@ -283,7 +312,7 @@ class _Run:
                    shard_examples: Sequence[Example]) -> None:
     t, teacher = self.config.teacher, self.teacher
     outputs = explain(teacher, shard_examples, t, seed=derive_seed(self.config.seed, split, shard),
-                      exemplars=self.exemplars)
+                      exemplars=self.exemplars, answer_type=task.answer_type)
     if len(outputs) != len(shard_examples):
       raise RuntimeError(f"teacher {teacher.name!r} returned {len(outputs)} results for "
                          f"{len(shard_examples)} examples")

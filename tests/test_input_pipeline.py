@@ -108,9 +108,8 @@ def _splitmix64_reference(x):
   return x ^ (x >> 31)
 
 
-def _reference_permutation(n, seed, epoch, process_index=0):
-  key = _splitmix64_reference(seed & _MASK)
-  key = _splitmix64_reference(key ^ (process_index & _MASK))
+def _reference_permutation(n, seed, epoch):
+  key = _splitmix64_reference(_splitmix64_reference(seed & _MASK))
   key = _splitmix64_reference(key ^ (epoch & _MASK))
   return sorted(range(n), key=lambda i: _splitmix64_reference(key ^ i))
 
@@ -123,17 +122,16 @@ def _assert_batches_equal(x, y):
       np.testing.assert_array_equal(x[stream][key], y[stream][key])
 
 
-def _indices(k, num_rows=40, b=8, seed=3, **hosts):
-  return ip.batch_indices(num_rows, k, batch_size_per_host=b, seed=seed, **hosts)
+def _indices(k, num_rows=40, b=8, seed=3):
+  return ip.batch_indices(num_rows, k, batch_size=b, seed=seed)
 
 
 def test_permutation_is_the_documented_integer_hash():
   # The order is fixed by integer arithmetic alone (same on every platform / numpy version):
   # checked against a pure-Python splitmix64, including negative and 64-bit seeds.
-  for n, seed, epoch, host in ((1, 0, 0, 0), (10, 0, 0, 0), (37, 3, 5, 1), (50, -1, 2, 0),
-                               (64, 2**63 + 7, 1 << 40, 3)):
-    np.testing.assert_array_equal(ip.epoch_permutation(n, seed, epoch, host),
-                                  _reference_permutation(n, seed, epoch, host))
+  for n, seed, epoch in ((1, 0, 0), (10, 0, 0), (37, 3, 5), (50, -1, 2), (64, 2**63 + 7, 1 << 40)):
+    np.testing.assert_array_equal(ip.epoch_permutation(n, seed, epoch),
+                                  _reference_permutation(n, seed, epoch))
   # Pinned: changing the order breaks resuming runs started with an earlier version.
   np.testing.assert_array_equal(_indices(0, num_rows=10, b=10, seed=0),
                                 _reference_permutation(10, 0, 0))
@@ -199,65 +197,37 @@ def test_fewer_rows_than_a_batch():
                                 tiny.arrays[ANSWER]["input_ids"][stream[8:16]])
 
 
-@pytest.mark.parametrize("process_count,num_rows", [(2, 40), (3, 40), (4, 10)])
-def test_hosts_are_disjoint_and_cover_all_rows(process_count, num_rows):
-  per_host = []
-  for host in range(process_count):
-    local = ip.host_rows(num_rows, host, process_count)
-    np.testing.assert_array_equal(local, np.arange(num_rows)[host::process_count])
-    # One epoch of this host (batches of 2 straddle its epochs when its row count is odd).
-    n = local.size
-    stream = np.concatenate([_indices(k, num_rows=num_rows, b=2, process_index=host,
-                                      process_count=process_count) for k in range(n)])
-    for epoch in stream.reshape(2, n):
-      np.testing.assert_array_equal(np.sort(epoch), local)
-    per_host.append(set(stream.tolist()))
-  for i in range(process_count):
-    for j in range(i):
-      assert not per_host[i] & per_host[j]
-  assert set().union(*per_host) == set(range(num_rows))
-  # Each host has its own order: host 1 does not read row 1 + (the row host 0 reads), which
-  # would put rows i and i + 1 (often two rationales of one question) in every global batch.
-  b = num_rows // process_count
-  h0 = _indices(0, num_rows=num_rows, b=b, process_count=process_count)
-  h1 = _indices(0, num_rows=num_rows, b=b, process_index=1, process_count=process_count)
-  assert not np.array_equal(h1, h0 + 1)
+@pytest.mark.parametrize("process_count", [1, 2, 4])
+def test_processes_read_blocks_of_the_same_global_batches(rows, process_count):
+  # Whatever the process count, the run trains on the same batches: process p's part of batch k
+  # is block p of global batch k, and the blocks in process order are the global batch.
+  whole = ip.Batches(rows, global_batch_size=8, seed=0)
+  parts = [ip.Batches(rows, global_batch_size=8, seed=0, process_index=p,
+                      process_count=process_count) for p in range(process_count)]
+  for k in (0, 1, 4, 9):
+    blocks = [part.get(k) for part in parts]
+    for stream, features in whole.get(k).items():
+      for key, value in features.items():
+        assert blocks[0][stream][key].shape[0] == 8 // process_count
+        np.testing.assert_array_equal(
+            np.concatenate([block[stream][key] for block in blocks]), value)
 
 
-def test_per_host_batches(rows):
-  def row_keys(batches):
-    # A row is identified by its question (rationale input) and its rationale (labels).
-    return [bytes(np.concatenate([x, y])) for bt in batches
-            for x, y in zip(bt[RATIONALE]["input_ids"], bt[RATIONALE]["labels"])]
-
-  all_rows = set(row_keys([rows.arrays]))
-  assert len(all_rows) == 40
-  per_host = []
-  for host in range(2):
-    batches = ip.Batches(rows, global_batch_size=8, seed=0, process_index=host, process_count=2)
-    assert batches.batch_size == 4
-    epoch = [batches.get(k) for k in range(5)]  # one epoch of this host's 20 rows, 4 per batch
-    assert epoch[0][ANSWER]["input_ids"].shape == (4, rows.arrays[ANSWER]["input_ids"].shape[1])
-    keys = row_keys(epoch)
-    assert len(set(keys)) == 20
-    per_host.append(set(keys))
-  assert not per_host[0] & per_host[1]
-  assert per_host[0] | per_host[1] == all_rows
-  with pytest.raises(ValueError, match="not divisible"):
+def test_a_batch_the_processes_cannot_split_evenly_is_refused(rows):
+  from sciqa_jax import errors
+  with pytest.raises(errors.ConfigError, match="train.batch_size=7 is not divisible by the 2"):
     ip.Batches(rows, global_batch_size=7, seed=0, process_index=0, process_count=2)
   with pytest.raises(ValueError, match="outside"):
     ip.Batches(rows, global_batch_size=8, seed=0, process_index=2, process_count=2)
-  with pytest.raises(ValueError, match="cannot feed"):
-    _indices(0, num_rows=3, b=1, process_index=3, process_count=4)
 
 
 def test_sequential_access_sorts_each_epoch_once(rows, monkeypatch):
   calls = []
   permutation = ip.epoch_permutation
 
-  def counted(n, seed, epoch, process_index):
+  def counted(n, seed, epoch):
     calls.append(epoch)
-    return permutation(n, seed, epoch, process_index)
+    return permutation(n, seed, epoch)
 
   monkeypatch.setattr(ip, "epoch_permutation", counted)
   batches = ip.Batches(rows, global_batch_size=6, seed=3)  # 40 rows: batches straddle epochs
