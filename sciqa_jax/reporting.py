@@ -277,6 +277,17 @@ class Throughput:
     return out
 
 
+def metrics_to_json(interval: list[dict]) -> list[dict]:
+  """Step metrics as JSON, with their dtypes, so a restored mean is computed exactly as before."""
+  return [{k: [np.asarray(v).dtype.str, np.asarray(v).item()] for k, v in m.items()}
+          for m in interval]
+
+
+def metrics_from_json(rows: list[dict]) -> list[dict]:
+  """The inverse of `metrics_to_json`: numpy scalars of the original dtypes."""
+  return [{k: np.asarray(v, dtype=dtype) for k, (dtype, v) in m.items()} for m in rows]
+
+
 class MetricWriter:
   """`<workdir>/metrics.jsonl` and TensorBoard; writes nothing on processes other than 0."""
 

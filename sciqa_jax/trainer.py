@@ -4,28 +4,22 @@ All side effects of training live here; the step itself is the pure `train_step.
 the phase plan is `phases`, the rows and batches are `input_pipeline`, the students are
 `models.init_students`, and validation is `evaluation.evaluate_split` on the training mesh.
 
-Run outline (`train(config, workdir)`):
-  1. The phase plan and the optimizer are built first, so a bad setting fails before any data or
-     model loads. A workdir whose config or checkpoint was made for other settings is refused.
-  2. Training rows from the rationale cache's train split, the student tokenizer (trained or
-     copied into `<workdir>/tokenizer/`), the students, and one TrainState created directly in
-     its layout on a 1-D data mesh (`train.parallelism`: data-parallel or FSDP).
-  3. Resume: the latest finished checkpoint gives the state and the global step. Batch k of a row
-     source is a pure function of (seed, k, process), so the step is the whole data position:
-     a resumed run sees exactly the batches (and dropout keys) of an uninterrupted one, and
-     `metrics.jsonl` is cut back to the restored step.
-  4. Each phase runs the donated, jitted step. Every `log_every` steps the interval's mean
-     metrics (loss, per-stream loss/accuracy, learning rate, grad norm, tokens/s, MFU where the
-     device's peak is known) go to `metrics.jsonl` and TensorBoard (process 0) and to the
-     progress bar. Metrics are fetched from the device only at log and checkpoint boundaries, so
-     the host keeps queueing steps.
-  5. Validation accuracy on `data.eval_split` (never test) every `eval_every` steps once every
-     student trains, and at the end; checkpoints every `checkpoint_every` steps and at the end,
-     with the accuracy attached so the best one is kept.
-  6. NaN guard: a non-finite loss raises `NonFiniteLossError` naming the first bad step before
-     anything is saved (the previous checkpoint stays the latest).
-  7. Export of the best (highest validation accuracy; else final) students to
-     `<workdir>/export/<student>/` as Hugging Face directories with the tokenizer.
+`train(config, workdir)`:
+  1. Settings are checked and the phase plan and optimizer built before any data or model loads;
+     a workdir whose config or checkpoint was made for other settings is refused.
+  2. Rows from the cache's train split, the tokenizer (`<workdir>/tokenizer/`), the students, and
+     one TrainState created in its layout on a 1-D mesh (`train.parallelism`: data or FSDP).
+  3. Resume: the latest checkpoint gives the state and the global step, which is the whole data
+     position (batch k is a pure function of seed and k); `metrics.jsonl` is cut back to it and
+     the open metrics interval restored, so the rows equal an uninterrupted run's.
+  4. Each phase runs the donated, jitted step; every `log_every` steps the interval's mean
+     metrics (losses, learning rates, grad norm, tokens/s, MFU where the peak is known) go to
+     `metrics.jsonl`, TensorBoard and the progress bar. Device metrics are fetched only at log
+     and checkpoint boundaries, so the host keeps queueing steps.
+  5. Validation on `data.eval_split` (never test) every `eval_every` steps and at the end;
+     checkpoints every `checkpoint_every` steps and at the end, ranked by that accuracy.
+  6. A non-finite loss raises `NonFiniteLossError` before anything is saved.
+  7. The best (else final) students are exported as Hugging Face directories.
 """
 
 from __future__ import annotations
@@ -162,7 +156,7 @@ class _Run:
     restored = self.checkpointer.restore(step, self.state, self.shardings,
                                          config=self.config_dict)
     self.state = restored.state
-    self.open_interval = _metrics_from_json(restored.meta.get("open_interval", []))
+    self.open_interval = reporting.metrics_from_json(restored.meta.get("open_interval", []))
     return step, restored.meta["phase_index"]
 
   def runner(self, max_input_length: int, max_target_length: int) -> inference.Runner:
@@ -276,19 +270,9 @@ def _run_phase(run: _Run, phase: phases_lib.Phase, index: int, global_step: int)
       run.bar.set_postfix(loss=f"{run.loss:.4f}", val_acc=f"{val_accuracy:.3f}")
     if do_save:
       run.checkpointer.save(global_step, run.state, val_accuracy=val_accuracy,
-                            meta=dict(meta, open_interval=_metrics_to_json(interval)))
+                            meta=dict(meta, open_interval=reporting.metrics_to_json(interval)))
   run.compilations += step_fn._cache_size()  # pylint: disable=protected-access
   return global_step
-
-
-def _metrics_to_json(interval: list[dict]) -> list[dict]:
-  """Step metrics as JSON, with their dtypes, so a restored mean is computed exactly as before."""
-  return [{k: [np.asarray(v).dtype.str, np.asarray(v).item()] for k, v in m.items()}
-          for m in interval]
-
-
-def _metrics_from_json(rows: list[dict]) -> list[dict]:
-  return [{k: np.asarray(v, dtype=dtype) for k, (dtype, v) in m.items()} for m in rows]
 
 
 def _fetch_finite(pending, phase: phases_lib.Phase, checkpointer) -> list[dict]:
