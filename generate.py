@@ -7,7 +7,7 @@ run, rewrites a damaged shard, and on a complete cache only reads it and prints 
 different config on the same cache_dir is refused. The summary counts, per split, the questions
 left without a rationale. The work is in sciqa_jax.rationales.
 
-Several processes, with the JAX teacher (`teacher.backend=jax_t5`): run the same command in every
+Several processes, with the JAX teacher (`teacher.backend=jax`): run the same command in every
 process, on a TPU pod slice (detected, like train.py) or with `--coordinator_address=HOST:PORT
 --num_processes=N --process_id=I`. `teacher.multiprocess` says how they share the work:
   replicas  (default) every process runs its own copy of the teacher on its local devices and
@@ -33,7 +33,7 @@ from sciqa_jax import rationales
 
 _FLAGS = cli.define_common_flags(config_help="Config file (configs/<name>.py[:variant]).")
 
-JAX_BACKENDS = ("jax_t5",)  # the teachers that can span processes
+JAX_BACKENDS = ("jax", "jax_t5")  # the teachers that can span processes (jax_t5: old name)
 
 
 def _processes(config):
@@ -64,10 +64,10 @@ def _teacher(config, processes):
   if processes is None or processes.count == 1 or config.teacher.multiprocess != "sharded":
     return None
   import jax  # pylint: disable=g-import-not-at-top
-  from sciqa_jax.teacher import jax_t5  # pylint: disable=g-import-not-at-top
+  from sciqa_jax.teacher import jax_model  # pylint: disable=g-import-not-at-top
 
   rationales.validate_config(config)  # before minutes of loading a model
-  return jax_t5.JaxT5Teacher.from_config(config.teacher, devices=jax.devices())
+  return jax_model.JaxTeacher.from_config(config.teacher, devices=jax.devices())
 
 
 def main(argv) -> None:

@@ -49,8 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
   # ---- the teacher and the rationale cache (generate.py) ----------------------------------
   c.cache_dir = ""  # TFRecord rationale cache; train/evaluate read it
   c.teacher = ml_collections.ConfigDict()
-  c.teacher.backend = "template"  # template | hf | jax_t5 | http | import
-  c.teacher.model = ""  # hub id or local dir (hf, jax_t5), model name (http), JSONL path (import)
+  c.teacher.backend = "template"  # template | hf | jax (jax_t5: its old name) | http | import
+  c.teacher.model = ""  # hub id or local dir (hf, jax), model name (http), JSONL path (import)
   # import backend: the layout of teacher.model, never guessed (sciqa_jax/teacher/adapters.py):
   # jsonl ({"id", "rationale", "answer"}), fine_tune_cot (its completion file), step_by_step
   # (distilling step-by-step's llm/ directory of <split>_CoT_<k>.json)
@@ -69,13 +69,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.teacher.max_in_flight = 4  # http backend: concurrent requests
   c.teacher.max_retries = 6  # http backend: retries on 429/5xx/connection errors, then fail
   c.teacher.request_timeout_s = 300.0  # http backend: per-request socket timeout
-  c.teacher.use_chat_template = True  # hf backend: wrap prompts in the tokenizer's chat template
-  c.teacher.max_input_length = 1024  # jax_t5 backend: longest prompt in tokens (longer = error)
-  c.teacher.parallelism = "data"  # jax_t5 backend: weights replicated (data) or sharded (fsdp)
-  # jax_t5 backend, several processes (a pod slice, or --num_processes): "replicas" = every
+  c.teacher.use_chat_template = True  # hf, jax backends: prompts in the tokenizer's chat template
+  c.teacher.max_input_length = 1024  # jax backend: longest prompt in tokens (longer = error)
+  # jax backend: weights replicated (data) or sharded: fsdp, or tensor (Megatron layout)
+  c.teacher.parallelism = "data"
+  # jax backend, several processes (a pod slice, or --num_processes): "replicas" = every
   # process runs its own teacher on its local devices and explains shards p, p+P, ...; "sharded"
-  # = one teacher over every process's devices (with parallelism=fsdp: a model larger than one
-  # host), all processes running each batch together (sciqa_jax/cache.py's docstring).
+  # = one teacher over every process's devices (with parallelism=fsdp or tensor: a model larger
+  # than one host), all processes running each batch together (sciqa_jax/cache.py's docstring).
   c.teacher.multiprocess = "replicas"
   c.teacher.keep = "correct"  # correct | all
   c.teacher.error_rate = 0.0  # template teacher only: fraction of deliberately wrong rationales
@@ -175,10 +176,10 @@ def base_config() -> ml_collections.ConfigDict:
 # imports neither JAX nor a teacher backend.
 CHOICES = {
     "data.source": ("builtin", "hf", "tfds", "local"),
-    "teacher.backend": ("template", "hf", "jax_t5", "http", "import"),
+    "teacher.backend": ("template", "hf", "jax", "jax_t5", "http", "import"),
     "teacher.import_format": ("jsonl", "fine_tune_cot", "step_by_step"),
     "teacher.prompt_style": ("zero_shot_cot", "few_shot_cot", "rationalize"),
-    "teacher.parallelism": ("data", "fsdp"),
+    "teacher.parallelism": ("data", "fsdp", "tensor"),
     "teacher.multiprocess": ("replicas", "sharded"),
     "teacher.keep": ("correct", "all"),
     "model.init": ("random", "pretrained"),

@@ -84,3 +84,117 @@ def science_corpus(seed: int = 0) -> list[str]:
     texts.extend(candidate_answers(example))
     texts.extend(dict.fromkeys(output.rationale for output in outputs))
   return texts
+
+
+# ---- tiny decoder-only LMs (Llama 3, Qwen2, Mistral, Gemma) ------------------------------------
+
+DECODER_VOCAB, DECODER_EOS, DECODER_PAD, DECODER_BOS = 96, 1, 0, 2
+_DECODER_COMMON = dict(vocab_size=DECODER_VOCAB, hidden_size=32, intermediate_size=48,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=128, pad_token_id=DECODER_PAD,
+                       eos_token_id=DECODER_EOS, bos_token_id=DECODER_BOS)
+
+
+def _transformers():
+  import transformers  # pylint: disable=g-import-not-at-top
+  return transformers
+
+
+# One tiny config per family, each exercising what sets it apart.
+DECODER_FAMILIES = {
+    # Llama 3: rope_theta 500000 and "llama3" frequency scaling whose original context (16) puts
+    # the head's frequencies in all three bands; grouped-query attention; untied head.
+    "llama3": lambda: _transformers().LlamaConfig(
+        **_DECODER_COMMON, rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
+    # Llama 2 style with every optional bias, multi-head attention, tied head.
+    "llama2_bias": lambda: _transformers().LlamaConfig(
+        **dict(_DECODER_COMMON, num_key_value_heads=4), attention_bias=True, mlp_bias=True,
+        tie_word_embeddings=True),
+    # Qwen2: q/k/v biases, tied head (as the small Qwen2.5 checkpoints).
+    "qwen2": lambda: _transformers().Qwen2Config(**_DECODER_COMMON, tie_word_embeddings=True),
+    # Qwen2 with its sliding window on the second layer only (`max_window_layers`).
+    "qwen2_window": lambda: _transformers().Qwen2Config(
+        **_DECODER_COMMON, use_sliding_window=True, sliding_window=4, max_window_layers=1),
+    # Mistral with a window shorter than the prompts, so the sliding window is exercised.
+    "mistral": lambda: _transformers().MistralConfig(**_DECODER_COMMON, sliding_window=5),
+    # Gemma: one kv head, head_dim != hidden / heads, GeGLU, (1 + w) norms, scaled embeddings.
+    "gemma": lambda: _transformers().GemmaConfig(**dict(_DECODER_COMMON, num_key_value_heads=1),
+                                                 head_dim=16),
+}
+
+
+def make_tiny_decoder_dir(path, family: str, *, seed: int = 0, eos_scale: float = 2.0,
+                          dtype=None, max_shard_size=None, tokenizer: str | None = None,
+                          generation_eos=None):
+  """Saves a random tiny HF causal LM of `family` at `path`; returns (dir, torch model).
+
+  Weights are redrawn with std 0.3 (norm weights around their neutral value) so every component
+  moves the logits visibly; the head's EOS row is scaled by `eos_scale` so that greedy rows end
+  at different steps. `tokenizer` ("llama" or "qwen", `make_tiny_lm_tokenizer`) saves a tokenizer
+  alongside; `generation_eos` (ids) is written as generation_config.json's eos_token_id.
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  transformers = _transformers()
+  config = DECODER_FAMILIES[family]()
+  torch.manual_seed(seed)
+  model = transformers.AutoModelForCausalLM.from_config(config)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      p.normal_(0, 0.3)
+      if name.endswith("norm.weight") and config.model_type != "gemma":
+        p.add_(1.0)
+    model.get_output_embeddings().weight[DECODER_EOS] *= eos_scale
+  if generation_eos is not None:
+    model.generation_config.eos_token_id = list(generation_eos)
+  out = str(path)
+  if dtype is not None:
+    model = model.to(dtype)
+  kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+  model.save_pretrained(out, **kwargs)
+  if tokenizer is not None:
+    make_tiny_lm_tokenizer(tokenizer).save_pretrained(out)
+  return out, transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+
+
+LM_CORPUS = (
+    "Q: Which state of matter is ice? Answer choices: (A) solid (B) liquid (C) gas (D) plasma",
+    "A: Let's think step by step. Ice is frozen water, so it is a solid.",
+    "Therefore, among A through D, the answer is (A).",
+    "Plants make food from sunlight, water and carbon dioxide.",
+    "Sound travels faster through solids than through air.",
+)
+# Chat templates in the two shapes real ones come in: Llama 3's writes BOS itself, Qwen2's
+# (ChatML-like) has no BOS at all.
+LLAMA_CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|user|>{{ m['content'] }}"
+                       "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+QWEN_CHAT_TEMPLATE = ("{% for m in messages %}<|user|>{{ m['content'] }}</s>\n{% endfor %}"
+                      "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def make_tiny_lm_tokenizer(style: str = "llama", vocab_size: int = DECODER_VOCAB):
+  """A BPE tokenizer (<pad>=0, </s>=1 EOS, <s>=2 BOS, <unk>=3, chat markers 4-5) of at most
+  `vocab_size` tokens, trained on `LM_CORPUS`, with a chat template.
+
+  style="llama": BOS prepended to every text, no pad token (like Llama's tokenizers).
+  style="qwen": no BOS, "<pad>" as pad token (like Qwen2's).
+  """
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  if style not in ("llama", "qwen"):
+    raise ValueError(f"style must be 'llama' or 'qwen', got {style!r}")
+  specials = ["<pad>", "</s>", "<s>", "<unk>", "<|user|>", "<|assistant|>"]
+  tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.Metaspace()
+  tok.decoder = tokenizers.decoders.Metaspace()
+  tok.train_from_iterator(list(LM_CORPUS) * 10, tokenizers.trainers.BpeTrainer(
+      vocab_size=vocab_size, special_tokens=specials))
+  if style == "llama":
+    tok.post_processor = tokenizers.processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", DECODER_BOS)])
+  wrapped = _transformers().PreTrainedTokenizerFast(
+      tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+      pad_token="<pad>" if style == "qwen" else None,
+      additional_special_tokens=["<|user|>", "<|assistant|>"])
+  wrapped.chat_template = LLAMA_CHAT_TEMPLATE if style == "llama" else QWEN_CHAT_TEMPLATE
+  return wrapped

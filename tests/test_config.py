@@ -128,7 +128,8 @@ def test_choices_agree_with_the_modules():
   assert choices["teacher.backend"] == base.BACKENDS
   assert choices["teacher.prompt_style"] == prompts.PROMPT_STYLES
   assert choices["teacher.keep"] == rationales.KEEP_MODES
-  assert choices["teacher.parallelism"] == choices["train.parallelism"] == sharding.PARALLELISMS
+  assert choices["train.parallelism"] == sharding.PARALLELISMS
+  assert choices["teacher.parallelism"] == sharding.INFERENCE_PARALLELISMS  # + tensor
   assert choices["objective.name"] == objectives.OBJECTIVES
   assert choices["objective.stage2_rationales"] == objectives.STAGE2_RATIONALE_SOURCES
   assert choices["train.optimizer"] == train_step.OPTIMIZERS

@@ -14,60 +14,12 @@ import transformers
 from sciqa_jax.decoding import generate_lm, left_pad, make_lm_generate_fn
 from sciqa_jax.models import CausalLM, DecoderConfig, load_pretrained
 from sciqa_jax.models.convert import read_safetensors, write_safetensors
+# The tiny checkpoints live in tests/fixtures.py (the teacher and inference tests use them too).
+from tests.fixtures import DECODER_FAMILIES as FAMILIES, make_tiny_decoder_dir
 
 transformers.logging.set_verbosity_error()
 
 VOCAB, EOS, PAD, MAX_NEW = 96, 1, 0, 10
-_COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-               pad_token_id=PAD, eos_token_id=EOS, bos_token_id=2)
-# One tiny config per family, each exercising what sets it apart.
-FAMILIES = {
-    # Llama 3: rope_theta 500000 and "llama3" frequency scaling whose original context (16) puts
-    # the head's frequencies in all three bands; grouped-query attention; untied head.
-    "llama3": lambda: transformers.LlamaConfig(
-        **_COMMON, rope_theta=500000.0,
-        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                      "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
-    # Llama 2 style with every optional bias, multi-head attention, tied head.
-    "llama2_bias": lambda: transformers.LlamaConfig(
-        **dict(_COMMON, num_key_value_heads=4), attention_bias=True, mlp_bias=True,
-        tie_word_embeddings=True),
-    # Qwen2: q/k/v biases, tied head (as the small Qwen2.5 checkpoints).
-    "qwen2": lambda: transformers.Qwen2Config(**_COMMON, tie_word_embeddings=True),
-    # Qwen2 with its sliding window on the second layer only (`max_window_layers`).
-    "qwen2_window": lambda: transformers.Qwen2Config(**_COMMON, use_sliding_window=True,
-                                                     sliding_window=4, max_window_layers=1),
-    # Mistral with a window shorter than the prompts, so the sliding window is exercised.
-    "mistral": lambda: transformers.MistralConfig(**_COMMON, sliding_window=5),
-    # Gemma: one kv head, head_dim != hidden / heads, GeGLU, (1 + w) norms, scaled embeddings.
-    "gemma": lambda: transformers.GemmaConfig(**dict(_COMMON, num_key_value_heads=1), head_dim=16),
-}
-
-
-def make_tiny_decoder_dir(path, family: str, *, seed: int = 0, eos_scale: float = 2.0,
-                          dtype=None, max_shard_size=None):
-  """Saves a random tiny HF causal LM of `family` at `path`; returns (dir, torch model).
-
-  Weights are redrawn with std 0.3 (norm weights around their neutral value) so every component
-  moves the logits visibly; the head's EOS row is scaled by `eos_scale` so that greedy rows end
-  at different steps.
-  """
-  config = FAMILIES[family]()
-  torch.manual_seed(seed)
-  model = transformers.AutoModelForCausalLM.from_config(config)
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      p.normal_(0, 0.3)
-      if name.endswith("norm.weight") and config.model_type != "gemma":
-        p.add_(1.0)
-    model.get_output_embeddings().weight[EOS] *= eos_scale
-  out = str(path)
-  if dtype is not None:
-    model = model.to(dtype)
-  kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
-  model.save_pretrained(out, **kwargs)
-  return out, transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
 
 
 def _prompts(batch: int = 2, length: int = 9, seed: int = 0):

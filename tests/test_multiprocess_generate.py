@@ -52,7 +52,7 @@ import json, os, signal, sys
 sys.path.insert(0, {repo!r})
 import generate
 from sciqa_jax import cache, cli
-from sciqa_jax.teacher import jax_t5
+from sciqa_jax.teacher import jax_model
 
 if os.environ.get("KILL_AT_SHARD"):
   real_sha256, renamed = cache.sha256_file, []
@@ -65,7 +65,7 @@ if os.environ.get("KILL_AT_SHARD"):
 
 if os.environ.get("TEACHER_BYTES"):
   import jax
-  real_init = jax_t5.JaxT5Teacher.__init__
+  real_init = jax_model.JaxTeacher.__init__
   def init_and_report(self, *args, **kwargs):
     real_init(self, *args, **kwargs)
     leaves = jax.tree.leaves(self.params)
@@ -73,7 +73,7 @@ if os.environ.get("TEACHER_BYTES"):
       json.dump({{"total": sum(x.nbytes for x in leaves),
                  "here": sum(s.data.nbytes for x in leaves for s in x.addressable_shards),
                  "devices": len(self.runner.placement.mesh.devices.flat)}}, f)
-  jax_t5.JaxT5Teacher.__init__ = init_and_report
+  jax_model.JaxTeacher.__init__ = init_and_report
 
 cli.run(generate.main)
 """

@@ -355,7 +355,7 @@ def test_jax_t5_matches_decoding_generate(hf_dirs, hf_teachers):
   import jax
   import numpy as np
   from sciqa_jax import decoding
-  from sciqa_jax.teacher.jax_t5 import JaxT5Teacher
+  from sciqa_jax.teacher.jax_model import JaxT5Teacher
 
   teacher = JaxT5Teacher(hf_dirs["seq2seq"], batch_size=3, max_input_length=40)
   assert teacher.rows == 4  # 4 local devices in the tests
@@ -421,7 +421,7 @@ def test_factory_completion_backends(hf_dirs, fake_server):
 
 def test_factory_jax_t5(hf_dirs):
   pytest.importorskip("sciqa_jax.decoding")
-  from sciqa_jax.teacher.jax_t5 import JaxT5Teacher
+  from sciqa_jax.teacher.jax_model import JaxT5Teacher
   teacher = make_teacher(_teacher_config(backend="jax_t5", model=hf_dirs["seq2seq"],
                                          max_input_length=64))
   assert isinstance(teacher, JaxT5Teacher) and teacher.max_input_length == 64

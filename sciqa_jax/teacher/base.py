@@ -25,7 +25,8 @@ from typing import Protocol, Sequence, runtime_checkable
 from sciqa_jax import errors
 from sciqa_jax.data.example import Example
 
-BACKENDS = ("template", "hf", "jax_t5", "http", "import")
+# "jax" is the JAX teacher (Flax T5 or decoder-only LM); "jax_t5" is its old name, kept as an alias.
+BACKENDS = ("template", "hf", "jax", "jax_t5", "http", "import")
 
 
 class MissingDependencyError(errors.UserError, ImportError):
@@ -47,7 +48,7 @@ class TeacherOutput:
 
 @runtime_checkable
 class CompletionTeacher(Protocol):
-  """A text-completion model (hf, jax_t5, http backends)."""
+  """A text-completion model (hf, jax / jax_t5, http backends)."""
 
   name: str
 
@@ -137,11 +138,9 @@ def make_teacher(teacher_config, seed: int = 0) -> CompletionTeacher | ExampleTe
     hf = _import_backend("sciqa_jax.teacher.hf", backend)
     return hf.TransformersTeacher(teacher_config.model, batch_size=teacher_config.batch_size,
                                   use_chat_template=get("use_chat_template", True))
-  if backend == "jax_t5":
-    jax_t5 = _import_backend("sciqa_jax.teacher.jax_t5", backend)
-    return jax_t5.JaxT5Teacher(teacher_config.model, batch_size=teacher_config.batch_size,
-                               max_input_length=get("max_input_length", 1024),
-                               parallelism=get("parallelism", "data"))
+  if backend in ("jax", "jax_t5"):
+    jax_teacher = _import_backend("sciqa_jax.teacher.jax_model", backend)
+    return jax_teacher.JaxTeacher.from_config(teacher_config)
   http = _import_backend("sciqa_jax.teacher.http", backend)
   return http.HttpTeacher(teacher_config.base_url, teacher_config.model,
                           chat=teacher_config.chat, api_key_env=teacher_config.api_key_env,
