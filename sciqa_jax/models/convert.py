@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import huggingface_hub
@@ -212,17 +212,27 @@ def params_from_state_dict(state: dict[str, np.ndarray], config: T5Config,
   tied = head is None or (config.tie_word_embeddings and "shared.weight" in state and
                           np.array_equal(head, state["shared.weight"]))
   config = config.replace(tie_word_embeddings=tied)
-  names = hf_name_map(config)
-  shapes = param_shapes(config)
+  def ignored(name: str) -> bool:
+    return name in _IGNORED or name == "lm_head.weight"
+
+  return config, _map_tensors(state, hf_name_map(config), param_shapes(config), source,
+                              f"a {config.feed_forward_proj} T5", ignored, config.params_dtype,
+                              to_device=True)
+
+
+def _map_tensors(state: dict[str, np.ndarray], names: dict[str, tuple[Path, bool]],
+                 shapes: dict[Path, tuple[int, ...]], source: str, what: str,
+                 ignored: Callable[[str], bool], dtype, *, to_device: bool) -> Any:
+  """HF tensors -> params tree by a name map (the one rule for T5 and decoder-only models):
+  missing tensors and wrong shapes are errors naming the tensor, unexpected ones a warning."""
   missing = sorted(n for n in names if n not in state)
   if missing:
-    raise ValueError(f"{source} lacks {len(missing)} tensor(s) a {config.feed_forward_proj} T5 with "
-                     f"this config.json needs, e.g. {', '.join(missing[:5])}.")
-  unexpected = sorted(set(state) - set(names) - set(_IGNORED) - {"lm_head.weight"})
+    raise ValueError(f"{source} lacks {len(missing)} tensor(s) {what} with this config.json "
+                     f"needs, e.g. {', '.join(missing[:5])}.")
+  unexpected = sorted(n for n in set(state) - set(names) if not ignored(n))
   if unexpected:
     logging.warning("%s: ignoring %d unexpected tensor(s), e.g. %s", source, len(unexpected),
                     ", ".join(unexpected[:5]))
-  dtype = config.params_dtype
   flat = {}
   for hf_name, (path, transpose) in names.items():
     array = state[hf_name]
@@ -230,9 +240,8 @@ def params_from_state_dict(state: dict[str, np.ndarray], config: T5Config,
     if tuple(array.shape) != tuple(want):
       raise ValueError(f"{source}: tensor {hf_name} has shape {tuple(array.shape)} but config.json "
                        f"implies {tuple(want)}.")
-    array = np.asarray(array)
-    flat[path] = jnp.asarray(array.T if transpose else array, dtype=dtype)
-  return config, traverse_util.unflatten_dict(flat)
+    flat[path] = _to_params_dtype(array, transpose, dtype, to_device)
+  return traverse_util.unflatten_dict(flat)
 
 
 def _to_params_dtype(array: np.ndarray, transpose: bool, dtype, to_device: bool):
@@ -272,26 +281,12 @@ def decoder_params_from_state_dict(state: dict[str, np.ndarray], config: Decoder
     logging.warning("%s: config.json says the head is untied but the weights have no "
                     "lm_head.weight; tying it to the embedding.", source)
     config = config.replace(tie_word_embeddings=True)
-  names = decoder_name_map(config)
-  shapes = decoder_only.param_shapes(config)
-  missing = sorted(n for n in names if n not in state)
-  if missing:
-    raise ValueError(f"{source} lacks {len(missing)} tensor(s) a {config.model_type} model with "
-                     f"this config.json needs, e.g. {', '.join(missing[:5])}.")
-  unexpected = sorted(n for n in set(state) - set(names) - {"lm_head.weight"}
-                      if not n.endswith("rotary_emb.inv_freq"))
-  if unexpected:
-    logging.warning("%s: ignoring %d unexpected tensor(s), e.g. %s", source, len(unexpected),
-                    ", ".join(unexpected[:5]))
-  flat = {}
-  for hf_name, (path, transpose) in names.items():
-    array = state[hf_name]
-    want = shapes[path][::-1] if transpose else shapes[path]
-    if tuple(array.shape) != tuple(want):
-      raise ValueError(f"{source}: tensor {hf_name} has shape {tuple(array.shape)} but config.json "
-                       f"implies {tuple(want)}.")
-    flat[path] = _to_params_dtype(array, transpose, config.params_dtype, to_device)
-  return config, traverse_util.unflatten_dict(flat)
+  def ignored(name: str) -> bool:
+    return name == "lm_head.weight" or name.endswith("rotary_emb.inv_freq")
+
+  return config, _map_tensors(state, decoder_name_map(config), decoder_only.param_shapes(config),
+                              source, f"a {config.model_type} model", ignored,
+                              config.params_dtype, to_device=to_device)
 
 
 def load_pretrained(path_or_hub_id: str, dtype: str | None = None,
