@@ -46,5 +46,14 @@ bench: setup
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_eval.py
 
+# The LLM baseline against lm-evaluation-harness itself (tools/lm_eval_check/check.py): lm-eval
+# goes into its own venv under build/, never the project's; `make test` does not need it.
+LM_EVAL_VENV ?= build/lm-eval-venv
+.PHONY: lm-eval-check
+lm-eval-check: setup
+	test -x $(LM_EVAL_VENV)/bin/lm_eval || ($(PYTHON) -m venv $(LM_EVAL_VENV) && \
+	  $(LM_EVAL_VENV)/bin/python -m pip install -q "torch==2.13.0" "lm-eval[hf]==0.4.13")
+	$(PY) tools/lm_eval_check/check.py --lm_eval_python $(LM_EVAL_VENV)/bin/python
+
 clean:
 	rm -rf runs

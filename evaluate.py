@@ -1,4 +1,4 @@
-"""Evaluates trained students, or the configured teacher, on one split of a task.
+"""Evaluates trained students, the configured teacher, or a few-shot LLM on one split of a task.
 
   python evaluate.py --checkpoint runs/demo/two_stage --split test [--step best|latest|N]
       [--config configs/demo.py] [--name two_stage] [--results_dir runs/demo]
@@ -15,6 +15,19 @@ that task. Writes `<checkpoint>/eval/<task>/<split>/<name>/predictions.jsonl` an
 Teacher: evaluates `config.teacher` (zero-shot / zero-shot-CoT prompts for completion backends,
 the concluded answers for the template / imported teachers) by the same accuracy and interval;
 writes `<results_dir>/eval/<task>/<split>/<name>/`.
+
+LLM baseline: `--llm <hub id or dir> [--num_fewshot k] [--llm_metric acc|acc_norm]` scores a
+causal LM (transformers' PyTorch, or `--llm_backend=jax`, the default on an accelerator for
+Llama / Mistral / Qwen2 / Gemma: our Flax CausalLM pmapped over the local devices) or a
+T5-family seq2seq LM (Flax T5) on `--config`'s multiple-choice task exactly as
+lm-evaluation-harness scores it (`sciqa_jax.baselines`): k exemplars drawn from the whole train
+split by the harness's sampler (`--fewshot_seed`, default the harness's 1234), each
+choice ranked by its log-likelihood (acc) or that divided by its length in characters
+(acc_norm); both are in metrics.json with their intervals, the one --llm_metric names is the
+row's accuracy (objective `llm:<k>-shot`). Writes `<results_dir>/eval/<task>/<split>/<name>/`.
+
+  python evaluate.py --config configs/sci_cot_arc_easy_flan_t5_small.py --split test \\
+      --llm bigscience/bloom-560m --num_fewshot 5 --results_dir runs/arc_easy
 
 Either way a row (name, objective, task, split, n, accuracy, 95% CI) is recorded in
 `--results_dir` (default: the checkpoint's parent directory): results.jsonl, results.md (printed)
@@ -37,14 +50,15 @@ from absl import flags
 from absl import logging
 import ml_collections
 
+from sciqa_jax import baselines
 from sciqa_jax import checkpoints
 from sciqa_jax import config as config_lib
 from sciqa_jax import errors
 from sciqa_jax import evaluation
 from sciqa_jax import reporting
-from sciqa_jax.data.registry import load_examples, load_splits
+from sciqa_jax.data.registry import canonical_task_name, load_examples, load_splits
 from sciqa_jax.teacher import make_teacher
-from sciqa_jax.teacher.evaluation import evaluate_teacher
+from sciqa_jax.teacher.evaluation import evaluate_teacher, evaluated_style
 
 _FLAGS = cli.define_common_flags(
     config_help="Config file (configs/<name>.py[:variant]); default: the checkpoint's config.")
@@ -59,6 +73,20 @@ _NAME = flags.DEFINE_string("name", None, "Row name in the results table; defaul
                             "checkpoint directory's name, or 'teacher'.")
 _RESULTS_DIR = flags.DEFINE_string("results_dir", None, "Where results.jsonl/.md/.png live; "
                                    "default: the checkpoint's parent directory.")
+_LLM = flags.DEFINE_string(
+    "llm", None, "Evaluate this causal or T5-family LM (hub id or directory) as a few-shot "
+    "baseline, scored as lm-evaluation-harness scores it.")
+_NUM_FEWSHOT = flags.DEFINE_integer("num_fewshot", 0, "--llm: exemplars per question, drawn "
+                                    "from the train split.")
+_FEWSHOT_SEED = flags.DEFINE_integer("fewshot_seed", baselines.HARNESS_FEWSHOT_SEED,
+                                     "--llm: the few-shot sampler's seed (the harness's default).")
+_LLM_METRIC = flags.DEFINE_enum("llm_metric", "acc", baselines.METRICS, "--llm: the metric "
+                                "recorded as the row's accuracy (both are in metrics.json).")
+_LLM_BACKEND = flags.DEFINE_enum(
+    "llm_backend", "auto", baselines.BACKENDS, "--llm, causal models: transformers' PyTorch "
+    "(torch), or our Flax CausalLM pmapped over the local devices (jax: Llama, Mistral, Qwen2, "
+    "Gemma); auto = jax on an accelerator for those, else torch. T5 models always run in JAX.")
+_LLM_FLAGS = ("num_fewshot", "fewshot_seed", "llm_metric", "llm_backend")
 _TEACHER_COT = flags.DEFINE_bool(
     "teacher_cot", True, "--teacher with a completion backend: the prompt style's chain-of-thought "
     "prompts (default zero-shot-CoT); --noteacher_cot asks for the answer directly (zero-shot).")
@@ -101,14 +129,15 @@ def student_eval_config(checkpoint_config, config, task: str | None):
   """The config students are evaluated with: the checkpoint's, with `eval.*` and `data.*` from
   `config` when given. A `config` of another task than the checkpoint's is refused unless `task`
   names that task explicitly (evaluation on another task on purpose)."""
-  trained_on = checkpoint_config.task
+  trained_on = canonical_task_name(checkpoint_config.task)
+  task = canonical_task_name(task) if task is not None else None
   if task is not None and task != trained_on and config is None:
     raise app.UsageError(f"--task={task} differs from the checkpoint's task {trained_on!r}: pass "
                          f"--config with the data settings of {task!r}")
   wanted = task or trained_on
   if config is None:
     return checkpoint_config
-  if config.task != wanted:
+  if canonical_task_name(config.task) != wanted:
     raise errors.RunMismatchError(
         f"--config is for task {config.task!r} but "
         + (f"--task is {task!r}" if task else f"the checkpoint was trained on {trained_on!r}")
@@ -142,7 +171,7 @@ def check_not_overwriting(out_dir: str, metrics: dict) -> None:
 # What an output directory's metrics.json must share with a new evaluation for the new one to
 # replace it (a rerun); anything else is another evaluation and gets its own --name.
 OUTPUT_IDENTITY = ("name", "objective", "task", "split", "checkpoint", "step", "teacher",
-                   "prompt_style", "eval")
+                   "prompt_style", "eval", "llm", "fewshot_seed")
 
 
 def _evaluate_teacher(config, split: str, name: str):
@@ -153,15 +182,49 @@ def _evaluate_teacher(config, split: str, name: str):
   task, examples = _load_examples(config, split)
   teacher = make_teacher(config.teacher, seed=config.seed)
   identity = {"objective": f"teacher:{config.teacher.backend}", "teacher": teacher.name,
-              "prompt_style": config.teacher.prompt_style if _TEACHER_COT.value else "zero_shot"}
+              "prompt_style": evaluated_style(teacher, config.teacher, _TEACHER_COT.value)}
   out_dir = os.path.join(_RESULTS_DIR.value, "eval", task.name, split, name)
 
   def run():
-    return evaluate_teacher(teacher, examples, task, config.teacher, seed=config.seed,
+    return evaluate_teacher(teacher, examples, task, config.teacher, seed=config.seed, split=split,
                             progress=_FLAGS.progress.value, chain_of_thought=_TEACHER_COT.value,
                             max_examples=config.eval.max_examples)
 
   return task, identity, out_dir, _RESULTS_DIR.value, config, run
+
+
+def _evaluate_llm(config, split: str, name: str | None):
+  """The --llm baseline on --config's task: (task, identity, out_dir, results_dir, run, name)."""
+  if config is None:
+    raise app.UsageError("--llm needs --config (the task and data to evaluate on)")
+  if not _RESULTS_DIR.value:
+    raise app.UsageError("--llm needs --results_dir")
+  k = _NUM_FEWSHOT.value
+  task, examples = _load_examples(config, split)
+  baselines.check_task(task.name, task.answer_type)
+  pool = []
+  if k:  # the harness draws from the whole train split, whatever data.max_examples says
+    whole = ml_collections.ConfigDict(config.to_dict())
+    whole.data.max_examples = 0
+    pool = _load_examples(whole, config.data.train_split)[1]
+  llm = os.path.abspath(_LLM.value) if os.path.isdir(_LLM.value) else _LLM.value
+  name = name or f"{baselines.model_name(llm)}-{k}shot"
+  metric = _LLM_METRIC.value
+  objective = f"llm:{k}-shot" + ("" if metric == "acc" else f":{metric}")
+  # "llm", not "checkpoint": the predictions are under --results_dir, where a row without a
+  # checkpoint has them (sciqa_jax.comparison's paired tests look there).
+  identity = {"objective": objective, "llm": llm, "fewshot_seed": _FEWSHOT_SEED.value}
+  out_dir = os.path.join(_RESULTS_DIR.value, "eval", task.name, split, name)
+
+  def run():
+    scorer = baselines.load_scorer(_LLM.value, batch_size=config.eval.batch_size,
+                                   backend=_LLM_BACKEND.value)
+    return baselines.evaluate_llm(
+        scorer, examples, pool, task.name, num_fewshot=k, seed=_FEWSHOT_SEED.value,
+        metric=metric, answer_type=task.answer_type, max_examples=config.eval.max_examples,
+        progress=_FLAGS.progress.value)
+
+  return task, identity, out_dir, _RESULTS_DIR.value, run, name
 
 
 def _evaluate_students(config, split: str | None, name: str | None):
@@ -171,7 +234,7 @@ def _evaluate_students(config, split: str | None, name: str | None):
   split = split or config.data.eval_split
   name = name or os.path.basename(checkpoint)
   task, examples = _load_examples(config, split)
-  if task.name == loaded.config.task and split != config.data.train_split:
+  if task.name == canonical_task_name(loaded.config.task) and split != config.data.train_split:
     # A held-out score only if no question of the split was trained on.
     load_splits(config, [config.data.train_split, split])
   identity = {"objective": loaded.config.objective.name, "checkpoint": checkpoint,
@@ -195,14 +258,20 @@ def main(argv):
   cli.set_verbosity()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _TEACHER.value == bool(_CHECKPOINT.value):
-    raise app.UsageError("pass exactly one of --checkpoint DIR or --teacher")
+  if _TEACHER.value + bool(_CHECKPOINT.value) + bool(_LLM.value) != 1:
+    raise app.UsageError("pass exactly one of --checkpoint DIR, --teacher or --llm MODEL")
   config = _FLAGS.config.value
   if config is not None:
     config_lib.check(config)
-  if _TEACHER.value:
-    if _TASK.value:
-      raise app.UsageError("--task is for --checkpoint; the teacher is evaluated on --config's task")
+  if (_TEACHER.value or _LLM.value) and _TASK.value:
+    raise app.UsageError("--task is for --checkpoint; --teacher and --llm use --config's task")
+  llm_only = [f"--{f}" for f in _LLM_FLAGS if flags.FLAGS[f].present]
+  if llm_only and not _LLM.value:
+    raise app.UsageError(f"{', '.join(llm_only)} set without --llm")
+  if _LLM.value:
+    split = _SPLIT.value or (config.data.eval_split if config is not None else None)
+    task, identity, out_dir, results_dir, run, name = _evaluate_llm(config, split, _NAME.value)
+  elif _TEACHER.value:
     name = _NAME.value or "teacher"
     split = _SPLIT.value or (config.data.eval_split if config is not None else None)
     task, identity, out_dir, results_dir, config, run = _evaluate_teacher(config, split, name)
@@ -218,9 +287,11 @@ def main(argv):
   reporting.write_json(os.path.join(out_dir, "metrics.json"), metrics)
   logging.info("%s: accuracy %.4f [%.4f, %.4f] on %d examples; predictions in %s", name,
                result.accuracy, result.ci_low, result.ci_high, result.num_examples, out_dir)
+  details = {k: v for k, v in identity.items() if k != "objective"}
+  if _LLM.value:  # both metrics in the row, whichever is its accuracy
+    details.update({k: metrics[k] for k in baselines.ROW_METRICS})
   reporting.record_result(results_dir, reporting.results_row(
-      name, identity["objective"], task.name, split, result.metrics(), **{
-          k: v for k, v in identity.items() if k != "objective"}))
+      name, identity["objective"], task.name, split, result.metrics(), **details))
 
 
 if __name__ == "__main__":

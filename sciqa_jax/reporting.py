@@ -138,7 +138,7 @@ def plot_accuracy(rows: Sequence[dict[str, Any]], path: str) -> None:
 # A results row is identified by these; a second evaluation under the same identity replaces the
 # row only if it evaluated the same thing (ROW_DETAILS), i.e. it is a rerun.
 ROW_IDENTITY = ("name", "task", "split")
-ROW_DETAILS = ("objective", "checkpoint", "step", "teacher")
+ROW_DETAILS = ("objective", "checkpoint", "step", "teacher", "llm")
 
 
 def record_result(results_dir: str, row: dict[str, Any], *, echo: bool = True) -> list[dict[str, Any]]:

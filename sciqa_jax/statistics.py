@@ -33,7 +33,9 @@ def wilson_interval(num_correct: int, num_examples: int, z: float = Z_95) -> tup
   denom = 1.0 + z2 / n
   centre = (p + z2 / (2 * n)) / denom
   half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-  return max(0.0, centre - half), min(1.0, centre + half)
+  # At 0% (100%) the exact lower (upper) bound equals p; rounding in centre - half can land a
+  # hair on the wrong side of it, which a plot's error bar then rejects as negative.
+  return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def majority_vote(answers: Sequence[str | None], scores: Sequence[float],

@@ -493,3 +493,13 @@ def test_an_evaluation_never_replaces_another(evaluate_script, tmp_path):
                   {"eval": dict(metrics["eval"], decoding="beam")}):
     with pytest.raises(errors.RunMismatchError, match="another --name"):
       evaluate_script.check_not_overwriting(str(out), dict(metrics, **changed))
+
+
+@pytest.mark.parametrize("n", [1, 6, 7, 13, 100, 501])
+def test_wilson_bounds_never_exclude_the_observed_rate(n):
+  # 0/6 once gave a lower bound of 2.8e-17 > 0: a negative error bar that crashed the plot.
+  for correct in (0, n):
+    low, high = statistics.wilson_interval(correct, n)
+    assert low <= correct / n <= high
+  assert statistics.wilson_interval(0, n)[0] == 0.0
+  assert statistics.wilson_interval(n, n)[1] == 1.0
