@@ -22,6 +22,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
     ("bench_t5.py", "ours/HF = "),
     ("bench_train.py", "ours/peer = "),
     ("bench_eval.py", "speed-up "),
+    ("bench_lm_decode.py", "fraction of floor "),
 ])
 def test_bench_quick(script, expected):
   env = dict(os.environ, XLA_FLAGS=FAST_COMPILE_XLA_FLAGS)
