@@ -1,28 +1,33 @@
 """Benchmark: greedy generation with our Flax decoder-only LM vs transformers' PyTorch Llama.
 
 A Llama-shaped model of about 110M parameters (hidden 768, 12 layers, 12 heads, intermediate 2048,
-vocab 32000, untied head), random weights, fp32. The weights are written once by transformers
-(`save_pretrained`) and read back by `sciqa_jax.models.load_pretrained`, so both sides compute with
-the same numbers. Figures:
+vocab 32000, untied head), random weights, in `--dtype` (float32 by default, or bfloat16) on both
+sides. The weights are written once by transformers (`save_pretrained`) and read back by
+`sciqa_jax.models.load_pretrained`, so both sides compute with the same numbers. Figures:
   (a) greedy generation, batch 16, prompts of 128 tokens, exactly 128 new tokens on both sides (our
       EOS id set to -1, HF `min_new_tokens=128`): new tokens/s, ours/HF, and how many of our new
-      tokens equal HF's (random weights leave near ties, so a few may differ);
+      tokens equal HF's (random weights leave near ties, so a few may differ, more in bf16);
   (b) the memory-bandwidth floor: a decode step must read every weight it uses once (all but the
       input embedding table, of which it gathers one row per sequence) and the KV cache filled so
-      far (prompt + t slots at step t, averaged over the 128 steps). Those bytes over the machine's
-      streaming bandwidth (the best of a threaded numpy sum and a threaded numpy copy over 1 GiB,
-      one thread per core) give the floor time per step; printed is floor / measured time per
-      step, the step time taken as (time for 128 new tokens - time for 1) / 127 so the prompt's
-      prefill, which is compute-bound, is not counted; the same with the prefill in, total / 128,
-      follows it;
-  (c) the same floor fraction for the T5 student's greedy decode at `bench_t5.py`'s decode shape
+      far (prompt + t slots at step t, averaged over the 128 steps, in the compute dtype). Those
+      bytes over the machine's streaming bandwidth (the best of a threaded numpy sum and a threaded
+      numpy copy over 1 GiB, one thread per core) give the floor time per step; printed is floor /
+      measured time per step, the step time taken as (time for 128 new tokens - time for 1) / 127
+      so the prompt's prefill, which is compute-bound, is not counted; the same with the prefill
+      in, total / 128, follows it;
+  (c) what the matmul kernels alone allow: one decode step's weight products only (every
+      projection of every layer and the head, batch 16, in a loop so the weights come from memory
+      as in a real step), timed for XLA (our jitted program) and for PyTorch (`F.linear`), each with
+      the fraction of the floor it would reach if attention and everything else were free;
+  (d) the same floor fraction for the T5 student's greedy decode at `bench_t5.py`'s decode shape
       (Flan-T5-small, batch 16, source 256, 64 new): decoder weights, output head, the cross-attention
       keys/values of the source and the self-attention cache, per step (`--skip-t5` leaves it out).
 Each timing is the median of `--repeats` runs after a warm-up. torch uses every core, with
 denormals flushed to zero as XLA does (`common.py`).
 
-  python bench/bench_lm_decode.py            # full run
-  python bench/bench_lm_decode.py --quick    # tiny shapes, seconds (smoke test)
+  python bench/bench_lm_decode.py                      # full run, float32
+  python bench/bench_lm_decode.py --dtype bfloat16 --skip-t5
+  python bench/bench_lm_decode.py --quick              # tiny shapes, seconds (smoke test)
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import argparse
 import concurrent.futures
 import os
 import tempfile
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -68,13 +74,13 @@ def stream_bandwidth(mib: int, repeats: int) -> tuple[float, float]:
   return src.nbytes / t_sum, 2 * src.nbytes / t_copy
 
 
-def build_models(shape: dict, directory: str):
+def build_models(shape: dict, directory: str, dtype: str):
   hf_config = transformers.LlamaConfig(**shape, tie_word_embeddings=False, pad_token_id=0,
                                        bos_token_id=1, eos_token_id=2)
   torch.manual_seed(0)
-  hf = transformers.LlamaForCausalLM(hf_config).eval()
+  hf = transformers.LlamaForCausalLM(hf_config).eval().to(getattr(torch, dtype))
   hf.save_pretrained(directory)
-  model, params = load_pretrained(directory)
+  model, params = load_pretrained(directory, dtype=dtype, param_dtype=dtype)
   return hf, model, params
 
 
@@ -112,11 +118,62 @@ def nbytes(tree) -> int:
 
 
 def lm_step_bytes(config, params, batch, prompt, new_tokens) -> float:
-  """Weights read once (less the input embedding table) + the average KV cache, per step."""
+  """Weights read once (less the input embedding table) + the average KV cache in the compute
+  dtype, per step."""
   weights = nbytes(params) - nbytes(params["model"]["embed_tokens"])
   per_slot = (2 * config.num_hidden_layers * batch * config.num_key_value_heads * config.head_dim
-              * 4)
+              * config.compute_dtype.itemsize)
   return weights + per_slot * (prompt + (new_tokens - 1) / 2)
+
+
+def step_weights(params) -> tuple[list[list[Any]], Any]:
+  """Per layer, its projections' [out, in] weights in the order a step uses them; and the head."""
+  order = [("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj"),
+           ("self_attn", "o_proj"), ("mlp", "gate_proj"), ("mlp", "up_proj"),
+           ("mlp", "down_proj")]
+  layers = [params["model"][name] for name in sorted(
+      (k for k in params["model"] if k.startswith("layers_")), key=lambda k: int(k[7:]))]
+  return [[layer[a][b]["weight"] for a, b in order] for layer in layers], params["lm_head"]["weight"]
+
+
+def matmul_chain(x, layers, head, linear):
+  """One step's weight products: q, k, v (summed: their shapes agree), o, gate and up, down."""
+  for q, k, v, o, gate, up, down in layers:
+    h = linear(linear(x, q) + linear(x, k) + linear(x, v), o)
+    x = linear(linear(h, gate) * linear(h, up), down)
+  return linear(x, head)
+
+
+def bench_matmuls(params, batch: int, steps: int, repeats: int) -> tuple[float, float]:
+  """-> seconds per step of the weight products alone: (XLA, PyTorch), weights streamed from
+  memory as in decoding (each step reads every matrix once)."""
+  layers, head = step_weights(params)
+  dtype = head.dtype
+
+  def linear_jax(x, w):
+    return jnp.einsum("ti,oi->to", x, w, preferred_element_type=jnp.float32).astype(dtype)
+
+  def loop(layers, head, x):
+    def body(_, x):  # feed a little of the logits back so no step can be skipped
+      return x + 1e-6 * matmul_chain(x, layers, head, linear_jax)[:, :x.shape[1]]
+    return jax.lax.fori_loop(0, steps, body, x)
+
+  run = jax.jit(loop)
+  x = jnp.full((batch, head.shape[1]), 0.1, dtype)
+  t_jax = median_time(lambda: run(layers, head, x).block_until_ready(), repeats) / steps
+
+  def to_torch(a):
+    return torch.from_numpy(np.array(a, np.float32)).to(getattr(torch, jnp.dtype(dtype).name))
+
+  layers_t = [[to_torch(w) for w in layer] for layer in layers]
+  head_t, x_t = to_torch(head), to_torch(x)
+
+  def run_torch():
+    with torch.no_grad():
+      for _ in range(steps):
+        matmul_chain(x_t, layers_t, head_t, torch.nn.functional.linear)
+
+  return t_jax, median_time(run_torch, repeats) / steps
 
 
 def t5_floor_fraction(bandwidth: float, quick: bool, repeats: int) -> tuple[float, float, int]:
@@ -139,7 +196,9 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test")
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--skip-t5", action="store_true", help="leave out figure (c)")
+  parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                      help="params and compute on both sides")
+  parser.add_argument("--skip-t5", action="store_true", help="leave out figure (d)")
   args = parser.parse_args()
   setup = QUICK if args.quick else FULL
   transformers.logging.set_verbosity_error()
@@ -147,9 +206,10 @@ def main():
         f"{torch.get_num_threads()}")
   batch, prompt, new = setup["decode"]
   with tempfile.TemporaryDirectory() as directory:
-    hf, model, params = build_models(setup["shape"], directory)
+    hf, model, params = build_models(setup["shape"], directory, args.dtype)
   config = model.config
-  print(f"shapes: {setup['shape']}, {nbytes(params) / 4e6:,.1f}M parameters")
+  print(f"shapes: {setup['shape']}, {sum(x.size for x in jax.tree.leaves(params)) / 1e6:,.1f}M "
+        f"parameters, {args.dtype}")
   ids = np.random.RandomState(0).randint(3, config.vocab_size, (batch, prompt)).astype(np.int32)
 
   t_jax, ours = bench_jax(model, params, ids, new, args.repeats)
@@ -171,11 +231,15 @@ def main():
         f"{step * 1e3:.1f} ms/step (prefill {t_one * 1e3:.0f} ms excluded): fraction of floor "
         f"{floor / step:.2f}; with the prefill in ({t_jax / new * 1e3:.1f} ms/token) "
         f"{floor / (t_jax / new):.2f}")
+  t_mm, t_mm_torch = bench_matmuls(params, batch, min(new, 16), args.repeats)
+  print(f"(c) the weight products alone, per step: XLA {t_mm * 1e3:.1f} ms (fraction of floor "
+        f"{floor / t_mm:.2f}), PyTorch {t_mm_torch * 1e3:.1f} ms ({floor / t_mm_torch:.2f}): the "
+        f"best either library's matmul kernels allow at batch {batch}")
   if args.skip_t5:
-    print("(c) T5 student: skipped (--skip-t5)")
+    print("(d) T5 student: skipped (--skip-t5)")
   else:
     fraction, gb, t5_new = t5_floor_fraction(bandwidth, args.quick, args.repeats)
-    print(f"(c) T5 student greedy decode (bench_t5.py's shape, {t5_new} new): {gb:.3f} GB read "
+    print(f"(d) T5 student greedy decode (bench_t5.py's shape, {t5_new} new): {gb:.3f} GB read "
           f"per step, fraction of floor {fraction:.2f}")
 
 

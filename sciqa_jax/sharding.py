@@ -230,11 +230,14 @@ INFERENCE_PARALLELISMS = ("data", "fsdp", "tensor")
 # split over the vocabulary, or over d_model when the vocabulary does not divide (e.g. 32001).
 # Decoder-only names (models/decoder_only.py) and T5 names (models/t5.py) both appear.
 TENSOR_PARALLEL_RULES: tuple[tuple[str, tuple[P, ...]], ...] = (
-    (r"(^|/)(q_proj|k_proj|v_proj|gate_proj|up_proj|q|k|v|wi|wi_0|wi_1)/kernel$",
-     (P(None, MODEL_AXIS),)),
+    # T5 kernels are [in, out]; decoder-only weights are torch's [out, in].
+    (r"(^|/)(q|k|v|wi|wi_0|wi_1)/kernel$", (P(None, MODEL_AXIS),)),
+    (r"(^|/)(q_proj|k_proj|v_proj|gate_proj|up_proj)/weight$", (P(MODEL_AXIS, None),)),
     (r"(^|/)(q_proj|k_proj|v_proj|gate_proj|up_proj)/bias$", (P(MODEL_AXIS),)),
-    (r"(^|/)(o_proj|down_proj|o|wo)/kernel$", (P(MODEL_AXIS, None),)),
+    (r"(^|/)(o|wo)/kernel$", (P(MODEL_AXIS, None),)),
+    (r"(^|/)(o_proj|down_proj)/weight$", (P(None, MODEL_AXIS),)),
     (r"(^|/)(embed_tokens|shared)/embedding$", (P(MODEL_AXIS, None), P(None, MODEL_AXIS))),
+    (r"(^|/)lm_head/weight$", (P(MODEL_AXIS, None), P(None, MODEL_AXIS))),
     (r"(^|/)lm_head/kernel$", (P(None, MODEL_AXIS), P(MODEL_AXIS, None))),
     (r"(^|/)relative_attention_bias$", (P(None, MODEL_AXIS),)),  # [buckets, heads]: per head
 )

@@ -169,20 +169,20 @@ def test_tensor_and_fsdp_rules():
   layer = "model/layers_0/"
   for name in ("self_attn/q_proj", "self_attn/k_proj", "self_attn/v_proj", "mlp/gate_proj",
                "mlp/up_proj"):
-    assert specs[layer + name + "/kernel"] == P(None, M), name  # column-parallel
+    assert specs[layer + name + "/weight"] == P(M, None), name  # column-parallel: [out, in]
     assert specs[layer + name + "/bias"] == P(M), name
   for name in ("self_attn/o_proj", "mlp/down_proj"):
-    assert specs[layer + name + "/kernel"] == P(M, None), name  # row-parallel
+    assert specs[layer + name + "/weight"] == P(None, M), name  # row-parallel
     assert specs[layer + name + "/bias"] == P(), name
   assert specs["model/embed_tokens/embedding"] == P(M, None)  # vocabulary
-  assert specs["lm_head/kernel"] == P(None, M)
+  assert specs["lm_head/weight"] == P(M, None)  # [V, d]: vocabulary
   assert specs["model/norm/scale"] == P() and specs[layer + "input_layernorm/scale"] == P()
   odd = _specs(_abstract(decoder_only.init_params, config.replace(vocab_size=97)), tensor,
                "tensor")
   assert odd["model/embed_tokens/embedding"] == P(None, M)  # 97 rows: split d_model instead
-  assert odd["lm_head/kernel"] == P(M, None)
+  assert odd["lm_head/weight"] == P(None, M)
   fsdp_specs = _specs(abstract, fsdp, "fsdp")
-  assert fsdp_specs["lm_head/kernel"] == sharding.fsdp_spec((32, 96), 4) == P(None, "data")
+  assert fsdp_specs["lm_head/weight"] == sharding.fsdp_spec((96, 32), 4) == P("data")
   assert set(_specs(abstract, fsdp, "data").values()) == {P()}
 
   t5_config = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=4,

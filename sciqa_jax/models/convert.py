@@ -256,14 +256,13 @@ def _to_params_dtype(array: np.ndarray, transpose: bool, dtype, to_device: bool)
 # Decoder-only LMs
 # ------------------------------------------------------------------------------------------------
 def decoder_name_map(config: DecoderConfig) -> dict[str, tuple[Path, bool]]:
-  """HF tensor name -> (path in our params tree, transpose?): `layers_3` is `layers.3`, a Dense
-  `kernel` is the transposed `weight`, `scale` / `embedding` are `weight`, `bias` is `bias`."""
+  """HF tensor name -> (path in our params tree, transpose? never): `layers_3` is `layers.3`,
+  `scale` / `embedding` are `weight`; `weight` and `bias` keep their names and layouts."""
   names = {}
   for path in decoder_only.param_shapes(config):
-    leaf = path[-1]
     modules = [p.replace("layers_", "layers.") if p.startswith("layers_") else p for p in path[:-1]]
-    hf_leaf = "bias" if leaf == "bias" else "weight"
-    names[".".join(modules + [hf_leaf])] = (path, leaf == "kernel")
+    hf_leaf = "bias" if path[-1] == "bias" else "weight"
+    names[".".join(modules + [hf_leaf])] = (path, False)
   return names
 
 

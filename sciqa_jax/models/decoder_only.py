@@ -13,16 +13,22 @@ derives from Hugging Face's `config.json`:
            does), GeGLU with the tanh-approximate GELU, RMSNorm computing x * (1 + weight) in fp32,
            `head_dim` from the config (not hidden_size / heads), tied head.
 
-The parameter tree keeps Hugging Face's module names, so converting a checkpoint is a rename
-(`convert.decoder_name_map`): `model.layers.3.self_attn.q_proj.weight` is
-`model/layers_3/self_attn/q_proj/kernel` (transposed: torch Linear weights are [out, in], Flax
-kernels [in, out]); norms keep their weight as `scale`, the embedding as `embedding`:
+The parameter tree keeps Hugging Face's module names and tensor layouts, so converting a checkpoint
+is a rename (`convert.decoder_name_map`): `model.layers.3.self_attn.q_proj.weight` is
+`model/layers_3/self_attn/q_proj/weight`, [out, in] as in torch; norms keep their weight as
+`scale`, the embedding as `embedding`:
 
-  model/embed_tokens/embedding [V, d]                   lm_head/kernel [d, V]  (untied only)
+  model/embed_tokens/embedding [V, d]                   lm_head/weight [V, d]  (untied only)
   model/layers_<i>/input_layernorm/scale [d]            model/norm/scale [d]
-  model/layers_<i>/self_attn/{q,k,v,o}_proj/kernel (+ bias where the family has one)
+  model/layers_<i>/self_attn/{q,k,v,o}_proj/weight (+ bias where the family has one)
   model/layers_<i>/post_attention_layernorm/scale [d]
-  model/layers_<i>/mlp/{gate,up,down}_proj/kernel (+ bias with `mlp_bias`)
+  model/layers_<i>/mlp/{gate,up,down}_proj/weight (+ bias with `mlp_bias`)
+
+Why [out, in] rather than Flax's [in, out] kernels: decoding multiplies a few rows (the batch) by
+every weight matrix, and XLA's CPU matmul (YNNPACK) runs such products faster, up to 2-3x in bf16,
+when the weight's contracted dimension is its minor one (docs/benchmarks.md); on TPU and GPU the
+layout costs nothing. The head then has the embedding's layout: tied and untied heads are one
+product.
 
 Positions come from the attention mask (position = number of real tokens before it, as HF's
 `generate` computes them), so left-padded batches give every row the positions it would have
@@ -338,9 +344,31 @@ def _per_token(layer: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Arr
   return layer(x.reshape(-1, x.shape[-1])).reshape(x.shape[:-1] + (-1,))
 
 
-def _dense(features: int, cfg: DecoderConfig, name: str, bias: bool = False) -> nn.Dense:
-  return nn.Dense(features, use_bias=bias, dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype,
-                  kernel_init=nn.initializers.normal(0.02), name=name)
+class Linear(nn.Module):
+  """torch's Linear: `weight` [out, in] (HF's layout, see the module docstring), optional `bias`;
+  computes in the config's compute dtype on [..., in] inputs."""
+
+  features: int
+  config: DecoderConfig
+  use_bias: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    cfg = self.config
+    w = self.param("weight", nn.initializers.normal(0.02), (self.features, x.shape[-1]),
+                   cfg.params_dtype).astype(cfg.compute_dtype)
+    # An fp32 result, rounded once after the bias (as torch's Linear does). Asking for it also
+    # keeps XLA's CPU backend on its bf16 kernels; a bf16 result makes it upcast the weights.
+    y = _per_token(lambda t: jnp.einsum("ti,oi->to", t.astype(cfg.compute_dtype), w,
+                                        preferred_element_type=jnp.float32), x)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,),
+                         cfg.params_dtype).astype(jnp.float32)
+    return y.astype(cfg.compute_dtype)
+
+
+def _dense(features: int, cfg: DecoderConfig, name: str, bias: bool = False) -> Linear:
+  return Linear(features, cfg, bias, name=name)
 
 
 class RMSNorm(nn.Module):
@@ -362,6 +390,14 @@ class RMSNorm(nn.Module):
     return normed.astype(cfg.compute_dtype) * scale.astype(cfg.compute_dtype)
 
 
+def _cache_dtype(dtype: jnp.dtype) -> jnp.dtype:
+  """The KV cache's dtype: the compute dtype, except float32 on the CPU backend. XLA's CPU dot has
+  no bf16 kernel for attention's batched products, so a bf16 cache would be converted to fp32 in
+  full at every decoding step (most of a step's time); an fp32 cache holds the same bf16 values
+  exactly, so results are unchanged and only its memory doubles."""
+  return jnp.dtype(jnp.float32) if jax.default_backend() == "cpu" else jnp.dtype(dtype)
+
+
 class Attention(nn.Module):
   """Grouped-query self-attention with rotary positions and an optional KV cache.
 
@@ -379,7 +415,7 @@ class Attention(nn.Module):
     batch, length = x.shape[:2]
 
     def project(features, name, heads_):  # [B, T, d] -> [B, heads_, T, Dh]
-      t = _per_token(_dense(features, cfg, name, cfg.qkv_bias), x)
+      t = _dense(features, cfg, name, cfg.qkv_bias)(x)
       return t.reshape(batch, length, heads_, dh).transpose(0, 2, 1, 3)
 
     q = apply_rope(project(heads * dh, "q_proj", heads), cos, sin)
@@ -387,8 +423,8 @@ class Attention(nn.Module):
     v = project(kv_heads * dh, "v_proj", kv_heads)
     if decode:
       initialised = self.has_variable("cache", "cached_key")
-      ck = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
-      cv = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+      ck = self.variable("cache", "cached_key", jnp.zeros, k.shape, _cache_dtype(k.dtype))
+      cv = self.variable("cache", "cached_value", jnp.zeros, v.shape, _cache_dtype(v.dtype))
       if initialised:
         start = (0, 0, cache_index, 0)
         k = jax.lax.dynamic_update_slice(ck.value, k.astype(ck.value.dtype), start)
@@ -399,7 +435,7 @@ class Attention(nn.Module):
     scores = jnp.einsum("bkgqd,bksd->bkgqs", q, k, preferred_element_type=jnp.float32) + bias
     probs = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
     out = jnp.einsum("bkgqs,bksd->bqkgd", probs, v).reshape(batch, length, heads * dh)
-    return _per_token(_dense(cfg.hidden_size, cfg, "o_proj", cfg.o_bias), out)
+    return _dense(cfg.hidden_size, cfg, "o_proj", cfg.o_bias)(out)
 
 
 class MLP(nn.Module):
@@ -410,10 +446,9 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg = self.config
-    gate = _per_token(_dense(cfg.intermediate_size, cfg, "gate_proj", cfg.mlp_bias), x)
-    up = _per_token(_dense(cfg.intermediate_size, cfg, "up_proj", cfg.mlp_bias), x)
-    return _per_token(_dense(cfg.hidden_size, cfg, "down_proj", cfg.mlp_bias),
-                      cfg.activation(gate) * up)
+    gate = _dense(cfg.intermediate_size, cfg, "gate_proj", cfg.mlp_bias)(x)
+    up = _dense(cfg.intermediate_size, cfg, "up_proj", cfg.mlp_bias)(x)
+    return _dense(cfg.hidden_size, cfg, "down_proj", cfg.mlp_bias)(cfg.activation(gate) * up)
 
 
 class DecoderLayer(nn.Module):
@@ -521,17 +556,18 @@ class DecoderStack(nn.Module):
 
 
 class LMHead(nn.Module):
-  """The untied output head (`lm_head`); fp32 accumulation and logits."""
+  """The untied output head (`lm_head`, weight [V, d] like the embedding); fp32 accumulation and
+  logits."""
 
   config: DecoderConfig
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg = self.config
-    w = self.param("kernel", nn.initializers.normal(0.02), (cfg.hidden_size, cfg.vocab_size),
+    w = self.param("weight", nn.initializers.normal(0.02), (cfg.vocab_size, cfg.hidden_size),
                    cfg.params_dtype).astype(cfg.compute_dtype)
     return _per_token(
-        lambda t: jnp.einsum("td,dv->tv", t, w, preferred_element_type=jnp.float32), x)
+        lambda t: jnp.einsum("td,vd->tv", t, w, preferred_element_type=jnp.float32), x)
 
 
 class CausalLM(nn.Module):
