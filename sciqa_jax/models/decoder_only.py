@@ -25,10 +25,10 @@ is a rename (`convert.decoder_name_map`): `model.layers.3.self_attn.q_proj.weigh
   model/layers_<i>/mlp/{gate,up,down}_proj/weight (+ bias with `mlp_bias`)
 
 Why [out, in] rather than Flax's [in, out] kernels: decoding multiplies a few rows (the batch) by
-every weight matrix, and XLA's CPU matmul (YNNPACK) runs such products faster, up to 2-3x in bf16,
-when the weight's contracted dimension is its minor one (docs/benchmarks.md); on TPU and GPU the
-layout costs nothing. The head then has the embedding's layout: tied and untied heads are one
-product.
+every weight matrix, and XLA's CPU matmul (YNNPACK) runs such products faster, most of all in
+bf16, when the weight's contracted dimension is its minor one (measurements in docs/benchmarks.md);
+on TPU and GPU the layout costs nothing. The head then has the embedding's layout: tied and untied
+heads are one product (`_logits`).
 
 Positions come from the attention mask (position = number of real tokens before it, as HF's
 `generate` computes them), so left-padded batches give every row the positions it would have
@@ -367,10 +367,6 @@ class Linear(nn.Module):
     return y.astype(cfg.compute_dtype)
 
 
-def _dense(features: int, cfg: DecoderConfig, name: str, bias: bool = False) -> Linear:
-  return Linear(features, cfg, bias, name=name)
-
-
 class RMSNorm(nn.Module):
   """Llama: fp32 statistics, cast back, times weight. Gemma: (x_normed * (1 + weight)) in fp32,
   then cast (the order matters in bf16, and the weight starts at 0 rather than 1)."""
@@ -415,7 +411,7 @@ class Attention(nn.Module):
     batch, length = x.shape[:2]
 
     def project(features, name, heads_):  # [B, T, d] -> [B, heads_, T, Dh]
-      t = _dense(features, cfg, name, cfg.qkv_bias)(x)
+      t = Linear(features, cfg, cfg.qkv_bias, name=name)(x)
       return t.reshape(batch, length, heads_, dh).transpose(0, 2, 1, 3)
 
     q = apply_rope(project(heads * dh, "q_proj", heads), cos, sin)
@@ -435,7 +431,7 @@ class Attention(nn.Module):
     scores = jnp.einsum("bkgqd,bksd->bkgqs", q, k, preferred_element_type=jnp.float32) + bias
     probs = jax.nn.softmax(scores, axis=-1).astype(cfg.compute_dtype)
     out = jnp.einsum("bkgqs,bksd->bqkgd", probs, v).reshape(batch, length, heads * dh)
-    return _dense(cfg.hidden_size, cfg, "o_proj", cfg.o_bias)(out)
+    return Linear(cfg.hidden_size, cfg, cfg.o_bias, name="o_proj")(out)
 
 
 class MLP(nn.Module):
@@ -446,9 +442,9 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg = self.config
-    gate = _dense(cfg.intermediate_size, cfg, "gate_proj", cfg.mlp_bias)(x)
-    up = _dense(cfg.intermediate_size, cfg, "up_proj", cfg.mlp_bias)(x)
-    return _dense(cfg.hidden_size, cfg, "down_proj", cfg.mlp_bias)(cfg.activation(gate) * up)
+    gate = Linear(cfg.intermediate_size, cfg, cfg.mlp_bias, name="gate_proj")(x)
+    up = Linear(cfg.intermediate_size, cfg, cfg.mlp_bias, name="up_proj")(x)
+    return Linear(cfg.hidden_size, cfg, cfg.mlp_bias, name="down_proj")(cfg.activation(gate) * up)
 
 
 class DecoderLayer(nn.Module):
@@ -480,6 +476,13 @@ def _positions(mask: jax.Array) -> jax.Array:
   return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
 
 
+def _logits(x: jax.Array, weight: jax.Array, cfg: DecoderConfig) -> jax.Array:
+  """fp32 logits [..., V] from hidden states [..., d] and a [V, d] head (tied or untied)."""
+  w = weight.astype(cfg.compute_dtype)
+  return _per_token(
+      lambda t: jnp.einsum("td,vd->tv", t, w, preferred_element_type=jnp.float32), x)
+
+
 class Embedding(nn.Module):
   """The token embedding (`model.embed_tokens`); `attend` is the tied output head."""
 
@@ -494,9 +497,7 @@ class Embedding(nn.Module):
     return jnp.take(self.embedding, ids, axis=0).astype(self.config.compute_dtype)
 
   def attend(self, x: jax.Array) -> jax.Array:
-    w = self.embedding.astype(self.config.compute_dtype)
-    return _per_token(
-        lambda t: jnp.einsum("td,vd->tv", t, w, preferred_element_type=jnp.float32), x)
+    return _logits(x, self.embedding, self.config)
 
 
 class Slots(nn.Module):
@@ -565,9 +566,8 @@ class LMHead(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg = self.config
     w = self.param("weight", nn.initializers.normal(0.02), (cfg.vocab_size, cfg.hidden_size),
-                   cfg.params_dtype).astype(cfg.compute_dtype)
-    return _per_token(
-        lambda t: jnp.einsum("td,vd->tv", t, w, preferred_element_type=jnp.float32), x)
+                   cfg.params_dtype)
+    return _logits(x, w, cfg)
 
 
 class CausalLM(nn.Module):
