@@ -20,8 +20,9 @@ sides. The weights are written once by transformers (`save_pretrained`) and read
       as in a real step), timed for XLA (our jitted program) and for PyTorch (`F.linear`), each with
       the fraction of the floor it would reach if attention and everything else were free;
   (d) the same floor fraction for the T5 student's greedy decode at `bench_t5.py`'s decode shape
-      (Flan-T5-small, batch 16, source 256, 64 new): decoder weights, output head, the cross-attention
-      keys/values of the source and the self-attention cache, per step (`--skip-t5` leaves it out).
+      (Flan-T5-small, batch 16, source 256, 64 new): decoder weights, output head, the
+      cross-attention keys/values of the source and the self-attention cache, per step
+      (`--skip-t5` leaves it out).
 Each timing is the median of `--repeats` runs after a warm-up. torch uses every core, with
 denormals flushed to zero as XLA does (`common.py`).
 
@@ -133,7 +134,8 @@ def step_weights(params) -> tuple[list[list[Any]], Any]:
            ("mlp", "down_proj")]
   layers = [params["model"][name] for name in sorted(
       (k for k in params["model"] if k.startswith("layers_")), key=lambda k: int(k[7:]))]
-  return [[layer[a][b]["weight"] for a, b in order] for layer in layers], params["lm_head"]["weight"]
+  weights = [[layer[a][b]["weight"] for a, b in order] for layer in layers]
+  return weights, params["lm_head"]["weight"]
 
 
 def matmul_chain(x, layers, head, linear):

@@ -287,11 +287,19 @@ def generate(model: T5, params: Any, input_ids: jax.Array, attention_mask: jax.A
 LM_METHODS = ("greedy", "sample")
 
 
+def as_token_ids(value) -> tuple[int, ...]:
+  """None, one id or several ids (as HF configs write EOS) -> a tuple of ints."""
+  if value is None:
+    return ()
+  if isinstance(value, (int, np.integer)):
+    return (int(value),)
+  return tuple(int(v) for v in value)
+
+
 def _lm_special_ids(model: CausalLM, eos_token_id, pad_token_id) -> tuple[tuple[int, ...], int]:
   """(EOS ids, pad id): the arguments, else the config's; pad falls back to the first EOS (HF's
   rule when a model has no pad token), then 0."""
-  eos = model.config.eos_token_ids if eos_token_id is None else eos_token_id
-  eos = (int(eos),) if isinstance(eos, (int, np.integer)) else tuple(int(e) for e in eos)
+  eos = as_token_ids(model.config.eos_token_ids if eos_token_id is None else eos_token_id)
   pad = model.config.pad_token_id if pad_token_id is None else pad_token_id
   if pad is None:
     pad = eos[0] if eos else 0

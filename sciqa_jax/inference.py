@@ -179,14 +179,6 @@ def lm_candidate_log_likelihoods(model: CausalLM, params, input_ids: jax.Array,
 # ---- a decoder-only LM's special tokens ------------------------------------------------------
 
 
-def _as_ids(value) -> tuple[int, ...]:
-  if value is None:
-    return ()
-  if isinstance(value, (int, np.integer)):
-    return (int(value),)
-  return tuple(int(v) for v in value)
-
-
 def read_generation_config(model_dir: str) -> dict[str, Any]:
   """A model directory's generation_config.json as a dict ({} when it has none)."""
   path = os.path.join(model_dir, GENERATION_CONFIG_FILE)
@@ -210,8 +202,9 @@ def lm_special_ids(model: CausalLM, tokenizer, generation_config: dict[str, Any]
   tokenizers have none). Pads only fill masked prompt columns and the steps after a row's EOS.
   """
   generation_config = generation_config or {}
-  eos = _as_ids(generation_config.get("eos_token_id")) or model.config.eos_token_ids
-  eos = tuple(dict.fromkeys(eos + _as_ids(getattr(tokenizer, "eos_token_id", None))))
+  as_ids = decoding.as_token_ids
+  eos = as_ids(generation_config.get("eos_token_id")) or model.config.eos_token_ids
+  eos = tuple(dict.fromkeys(eos + as_ids(getattr(tokenizer, "eos_token_id", None))))
   candidates = (getattr(tokenizer, "pad_token_id", None), generation_config.get("pad_token_id"),
                 model.config.pad_token_id, eos[0] if eos else 0)
   return eos, int(next(p for p in candidates if p is not None))
@@ -386,7 +379,8 @@ class Runner:
     self.eos_token_ids, self.pad_token_id = (), 0
     if self.causal:
       default_eos, default_pad = lm_special_ids(model, tokenizer)
-      self.eos_token_ids = default_eos if eos_token_ids is None else _as_ids(eos_token_ids)
+      self.eos_token_ids = (default_eos if eos_token_ids is None
+                            else decoding.as_token_ids(eos_token_ids))
       self.pad_token_id = default_pad if pad_token_id is None else int(pad_token_id)
     self.params = {name: self.placement.put_params(p) for name, p in params.items()}
 
